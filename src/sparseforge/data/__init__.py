@@ -18,12 +18,24 @@ Text corpora and other datasets live in their own modules of this package and re
 
 from __future__ import annotations
 
+from .cifar import CIFAR10_LABEL_NAMES, Cifar10, channel_stats, load_cifar10, normalize, random_crop_flip
 from .digits import DataSplits, load_digits_builtin
+from .idx import load_idx, load_mnist_dir, read_idx_images, read_idx_labels
 from .modular import MODULAR_OPS, ModularData, modular_arithmetic, modular_labels
 
 __all__ = [
     "DataSplits",
     "load_digits_builtin",
+    "load_idx",
+    "load_mnist_dir",
+    "read_idx_images",
+    "read_idx_labels",
+    "CIFAR10_LABEL_NAMES",
+    "Cifar10",
+    "load_cifar10",
+    "channel_stats",
+    "normalize",
+    "random_crop_flip",
     "MODULAR_OPS",
     "ModularData",
     "modular_arithmetic",
