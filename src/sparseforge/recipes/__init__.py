@@ -44,6 +44,7 @@ class Recipe:
     presets: dict[str, dict[str, Any]]
     fn: Callable[[Any, Run], dict[str, Any]]
     help: str
+    headline: tuple[str, ...] = ()
 
     def build_config(self, preset: str = "quick", overrides: dict[str, str] | None = None, **explicit: Any) -> Any:
         return build_config(self.config, self.presets, preset, overrides, **explicit)
@@ -55,14 +56,18 @@ def recipe(
     config: type[RecipeConfig],
     presets: dict[str, dict[str, Any]],
     help: str,
+    headline: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Any, Run], dict[str, Any]]], Callable[[Any, Run], dict[str, Any]]]:
-    """Register ``fn(config, run) -> summary`` as recipe ``name``."""
+    """Register ``fn(config, run) -> summary`` as recipe ``name``.
+
+    ``headline`` names the summary keys shown in the demo index (default: the first few).
+    """
     missing = {"smoke", "quick", "paper"} - set(presets)
     if missing:
         raise ValueError(f"recipe {name!r} lacks presets {sorted(missing)}")
 
     def deco(fn: Callable[[Any, Run], dict[str, Any]]) -> Callable[[Any, Run], dict[str, Any]]:
-        RECIPES.add(name, Recipe(name, config, presets, fn, help))
+        RECIPES.add(name, Recipe(name, config, presets, fn, help, tuple(headline)))
         return fn
 
     return deco
