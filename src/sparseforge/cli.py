@@ -97,9 +97,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .report import run_demo
+    from .report.html import DemoFailed, run_demo
 
-    index = run_demo(args.out, preset=args.preset, only=args.only)
+    try:
+        index = run_demo(args.out, preset=args.preset, only=args.only)
+    except DemoFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"demo index: {index}")
     return 0
 

@@ -51,7 +51,7 @@ class MaskSet:
     def apply_(self) -> MaskSet:
         """Zero every masked entry now."""
         for _, param, m in self.params():
-            param.mul_(m.to(param.dtype))
+            param.masked_fill_(~m, 0.0)  # not mul_: 0 * inf would be nan
         return self
 
     def hook_optimizer(self, optimizer: torch.optim.Optimizer) -> MaskSet:
@@ -72,7 +72,7 @@ class MaskSet:
                 continue
             for v in st.values():
                 if isinstance(v, torch.Tensor) and v.shape == param.shape:
-                    v.mul_(m.to(v.dtype))
+                    v.masked_fill_(~m, 0)
 
     def detach(self) -> None:
         """Remove every hook (the weights keep their current values)."""
@@ -115,7 +115,7 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.op
     ms = MaskSet(model, clean)
     for name, param, m in ms.params():
         if param.requires_grad:
-            ms._handles.append(param.register_hook(lambda g, m=m: g * m.to(g.dtype)))
+            ms._handles.append(param.register_hook(lambda g, m=m: g.masked_fill(~m, 0.0)))
     ms.apply_()
     if optimizer is not None:
         ms.hook_optimizer(optimizer)

@@ -248,7 +248,9 @@ def run_demo(out: str | Path = "demo", *, preset: str = "quick", only: list[str]
         write_index(out, rows)
     index = write_index(out, rows)
     if failed:
-        from ..errors import UserError
-
-        raise UserError(f"demo: {len(failed)} recipe(s) failed: {', '.join(failed)}; see {index}")
+        raise DemoFailed(f"demo: {len(failed)} recipe(s) failed: {', '.join(failed)}; see {index}")
     return index
+
+
+class DemoFailed(RuntimeError):
+    """One or more recipes of the demo failed (the index still lists every run)."""
