@@ -1,0 +1,76 @@
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparseforge.engine import CheckpointCallback, EvalCallback, Run, fit, make_loader
+from sparseforge.engine.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+
+
+def _data(n=128):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return x, y
+
+
+def _train(run, epochs, resume=False):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _data()
+    acc = EvalCallback(lambda m: {"acc": (m(x).argmax(1) == y).float().mean()}, every=1)
+    st = fit(model, make_loader((x, y), 32, seed=0), opt, loss_fn=F.cross_entropy, epochs=epochs,
+             callbacks=[acc, CheckpointCallback(run, "main", every=1)], run=run, series="main", resume=resume)
+    return model, st
+
+
+def test_fit_learns_logs_and_counts(tmp_path):
+    run = Run(tmp_path)
+    model, st = _train(run, epochs=5)
+    assert st.step == 5 * 4 and st.epoch == 5
+    assert st.history[-1]["acc"] > 0.9
+    rows = run.read_metrics()
+    assert len(rows) == 5 and rows[0]["series"] == "main" and "acc" in rows[0]
+    assert run.checkpoint_path("main").exists()
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    full, _ = _train(Run(tmp_path / "a"), epochs=4)
+    _train(Run(tmp_path / "b"), epochs=2)  # "interrupted" after 2 epochs
+    resumed, st = _train(Run(tmp_path / "b", resume=True), epochs=4, resume=True)
+    assert st.epoch == 4
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_steps_budget_and_early_stop(tmp_path):
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _data()
+    st = fit(model, [(x, y)], opt, loss_fn=F.cross_entropy, steps=7)
+    assert st.step == 7
+    stop = EvalCallback(lambda m: {"v": 1.0}, every=2, unit="step", stop_when=lambda d: d["v"] > 0)
+    st = fit(model, [(x, y)], opt, loss_fn=F.cross_entropy, steps=100, callbacks=[stop])
+    assert st.step == 2
+    with pytest.raises(ValueError):
+        fit(model, [(x, y)], opt, loss_fn=F.cross_entropy)
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    save_checkpoint({"a": torch.ones(3)}, tmp_path / "c.pt")
+    atomic_write_json(tmp_path / "s.json", {"x": torch.tensor(2.0)})
+    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["a"], torch.ones(3))
+    assert json.loads((tmp_path / "s.json").read_text()) == {"x": 2.0}
+    assert sorted(os.listdir(tmp_path)) == ["c.pt", "s.json"]
+
+
+def test_run_cached_stage_is_reused_only_on_resume(tmp_path):
+    calls = []
+    Run(tmp_path).cached("s", lambda: calls.append(1) or {"v": 1})
+    Run(tmp_path, resume=True).cached("s", lambda: calls.append(2) or {"v": 2})
+    assert calls == [1]
+    assert Run(tmp_path).cached("s", lambda: {"v": 3}) == {"v": 3}
