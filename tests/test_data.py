@@ -350,6 +350,18 @@ def test_digits_stratified_and_deterministic():
     assert not torch.equal(a[1], b[1])
 
 
+def test_digits_grokking_permutation_split():
+    x_tr, y_tr, x_te, y_te = load_digits_builtin(3, n_train=1000)
+    assert x_tr.shape == (1000, 1, 8, 8) and x_te.shape == (797, 1, 8, 8)
+    again = load_digits_builtin(3, n_train=1000)
+    assert torch.equal(again[0], x_tr) and not torch.equal(load_digits_builtin(4, n_train=1000)[1], y_tr)
+    ref = load_digits_builtin()
+    assert torch.equal(torch.cat([y_tr, y_te]).bincount(), torch.cat([ref[1], ref[3]]).bincount())
+    assert float(torch.cat([x_tr, x_te]).double().sum()) == float(torch.cat([ref[0], ref[2]]).double().sum())
+    with pytest.raises(UserError):
+        load_digits_builtin(n_train=1797)
+
+
 # ----------------------------------------------------------------------------- modular arithmetic
 
 P = 7

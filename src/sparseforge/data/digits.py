@@ -60,13 +60,16 @@ class DataSplits:
 
 
 def load_digits_builtin(
-    split_seed: int = 0, *, test_size: float = 0.2
+    split_seed: int = 0, *, test_size: float = 0.2, n_train: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's 8x8 digits as tensors, with a stratified train/test split.
 
     Args:
-        split_seed: ``random_state`` of the stratified split.
+        split_seed: ``random_state`` of the stratified split (or seed of the permutation).
         test_size: Fraction of the images held out for test (0.2 gives 1,437 / 360).
+        n_train: If given, ignore ``test_size`` and use the grokking protocol
+            (``grokking_tickets.md`` section 4): a seeded permutation whose first ``n_train``
+            images train (1,000 there) and the rest test.
 
     Returns:
         ``(X_train, y_train, X_test, y_test)``: float32 images ``(N, 1, 8, 8)`` in [0, 1]
@@ -81,6 +84,13 @@ def load_digits_builtin(
     bunch = load_digits()
     x = (bunch.data.astype("float32") / 16.0).reshape(-1, 1, 8, 8)  # (1797, 1, 8, 8)
     y = bunch.target.astype("int64")
+    if n_train is not None:
+        if not 0 < n_train < len(y):
+            raise UserError(f"n_train must be in [1, {len(y) - 1}], got {n_train}")
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(split_seed)))
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        tr, te = perm[:n_train], perm[n_train:]
+        return xt[tr].contiguous(), yt[tr].contiguous(), xt[te].contiguous(), yt[te].contiguous()
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=split_seed)
     return (
         torch.from_numpy(x_tr).contiguous(),
@@ -91,14 +101,16 @@ def load_digits_builtin(
 
 
 @register_dataset("digits", num_classes=10, input_shape=(1, 8, 8), needs_path=False)
-def digits(*, split_seed: int = 0, flatten: bool = False) -> DataSplits:
+def digits(*, split_seed: int = 0, flatten: bool = False, n_train: int | None = None) -> DataSplits:
     """The bundled digits as a :class:`DataSplits` (offline default for image recipes).
 
     Args:
         split_seed: Seed of the stratified 1,437 / 360 split.
         flatten: Return inputs as ``(N, 64)`` vectors (for MLPs) instead of ``(N, 1, 8, 8)``.
+        n_train: Use a seeded permutation with this many training images instead
+            (grokking protocol: ``n_train=1000``, ``flatten=True``).
     """
-    x_tr, y_tr, x_te, y_te = load_digits_builtin(split_seed)
+    x_tr, y_tr, x_te, y_te = load_digits_builtin(split_seed, n_train=n_train)
     shape: tuple[int, ...] = (1, 8, 8)
     if flatten:
         x_tr, x_te, shape = x_tr.flatten(1), x_te.flatten(1), (64,)
