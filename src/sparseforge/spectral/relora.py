@@ -1,0 +1,123 @@
+"""ReLoRA: high-rank training through periodic low-rank merges.
+
+Paper: Vladislav Lialin, Namrata Shivagunde, Sherin Muckatira, Anna Rumshisky, "ReLoRA: High-Rank
+Training Through Low-Rank Updates", arXiv:2307.05695. ReLoRA* as defined by Zhao et al.,
+"Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural Networks",
+arXiv:2405.15481 (spec ``shared/methods/sst.md`` §2.10).
+
+Every ``reset_every`` optimizer steps, for each :class:`~sparseforge.spectral.lora.LoRALinear`:
+    W0 <- W0 + s B A;   A <- Kaiming-uniform;   B <- 0
+and the optimizer moments of A and B are magnitude-pruned: the ``prune`` fraction of smallest
+entries (per tensor) is zeroed (ReLoRA: 0.99 [recall]; ReLoRA*: 1.0, a full reset, step counter
+included). Jagged LR: after each reset the LR is multiplied by min(1, (t + 1) / rewarm) with t the
+steps since the reset (rewarm = 50 [recall]), on top of any global schedule.
+The full-rank warm start of ReLoRA is a recipe-level choice (train ``full`` first, then convert);
+ReLoRA* has none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .lora import LoRALinear
+from .sst import _LRScale, reset_state_
+
+
+@torch.no_grad()
+def prune_state_(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], fraction: float) -> None:
+    """Zero the ``fraction`` smallest-magnitude entries of every state tensor of ``params``.
+
+    ``fraction = 1`` is a full reset (moments and step counters zeroed).
+    """
+    if fraction >= 1.0:
+        reset_state_(optimizer, params)
+        return
+    for p in params:
+        st = optimizer.state.get(p)
+        if not st:
+            continue
+        for key, v in st.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.numel() > 1:
+                n_zero = int(fraction * v.numel())
+                if n_zero > 0:
+                    thr = v.abs().flatten().kthvalue(n_zero).values
+                    v.masked_fill_(v.abs() <= thr, 0)
+
+
+class ReLoRAController:
+    """Merge-and-restart schedule for :class:`LoRALinear` layers via optimizer step hooks.
+
+    Args:
+        model: holds LoRALinear layers.
+        optimizer: the optimizer over A, B (and the rest).
+        reset_every: T_reset in steps (>= 1). Spec default 200.
+        prune: fraction of A/B moments zeroed at a reset (0.99 ReLoRA, 1.0 ReLoRA*).
+        rewarm: jagged LR re-warm length in steps (0: none).
+        seed: seeds the re-initialisation of A (identical on every rank).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        reset_every: int = 200,
+        prune: float = 0.99,
+        rewarm: int = 50,
+        seed: int = 0,
+    ) -> None:
+        if int(reset_every) < 1:
+            raise UserError(f"ReLoRA reset period must be >= 1 step, got {reset_every}")
+        if not 0.0 <= prune <= 1.0:
+            raise UserError(f"ReLoRA prune fraction must be in [0, 1], got {prune}")
+        self.model, self.optimizer = model, optimizer
+        self.layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+        if not self.layers:
+            raise UserError("ReLoRAController found no LoRALinear layer; call spectral.convert(model, 'relora', rank) first")
+        self.reset_every, self.prune, self.rewarm = int(reset_every), float(prune), int(rewarm)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.step = 0
+        self.n_resets = 0
+        self._lr = _LRScale()
+        self._handles = [
+            optimizer.register_step_pre_hook(lambda o, a, k: self._lr.apply(o, self.lr_factor())),
+            optimizer.register_step_post_hook(lambda o, a, k: self.after_step()),
+        ]
+
+    def lr_factor(self) -> float:
+        if self.n_resets == 0 or self.rewarm <= 0:
+            return 1.0
+        t = self.step % self.reset_every
+        return min(1.0, (t + 1) / self.rewarm)
+
+    def after_step(self) -> None:
+        self._lr.restore(self.optimizer)
+        self.step += 1
+        if self.step % self.reset_every == 0:
+            self.reset()
+
+    def reset(self) -> None:
+        """Merge every layer, re-initialise A/B and prune (or reset) their optimizer moments."""
+        self.n_resets += 1
+        for m in self.layers:
+            m.merge_and_reinit_(self.generator)
+            prune_state_(self.optimizer, [m.lora_A, m.lora_B], self.prune)
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "n_resets": self.n_resets, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.step, self.n_resets = sd["step"], sd["n_resets"]
+        self.generator.set_state(sd["generator"])
+
+
+__all__ = ["ReLoRAController", "prune_state_"]
