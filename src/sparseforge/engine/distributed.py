@@ -96,3 +96,25 @@ def broadcast_module_(module: nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src=src)
+
+
+def state_checksum(module: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, shapes and exact bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(list(module.state_dict().items())):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replica_checksums(module: nn.Module) -> list[str]:
+    """Every rank's :func:`state_checksum`, gathered (one entry in a single process)."""
+    mine = state_checksum(unwrap(module))
+    if world_size() == 1:
+        return [mine]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, mine)
+    return [str(x) for x in out]

@@ -343,4 +343,10 @@ def evaluate_accuracy(model: nn.Module, data: Iterable[Any], device: str | torch
         correct += (model(x).argmax(-1) == y).sum().double().cpu()
         count += y.numel()
     model.train(was)
+    if D.world_size() > 1:  # every rank saw its shard: add them up
+        both = torch.stack([correct, count])
+        import torch.distributed as dist
+
+        dist.all_reduce(both)
+        correct, count = both[0], both[1]
     return float(correct / count.clamp_min(1))

@@ -174,7 +174,13 @@ def run(cfg: MagnitudeConfig, run: Run) -> dict:
     ], caption=f"latency: median of {cfg.latency_repeats} runs on a batch of {example.shape[0]}, models interleaved")
     run.save_table("layers (structured)", layer_rows(structured))
 
+    from ..engine import distributed as D
+
+    sums = D.replica_checksums(structured)
     return {
+        "ddp_world_size": D.world_size(),
+        "ddp_replicas_identical": len(set(sums)) == 1,
+        "ddp_replica_checksums": ",".join(s[:16] for s in sums),
         "dense_acc": dense_res["acc"],
         "unstructured_sparsity": M.sparsity(uns["masks"]),
         "unstructured_acc_before_ft": uns["acc_before_ft"],

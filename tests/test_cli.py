@@ -1,0 +1,74 @@
+"""The command line: contract behaviour and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sparseforge.cli import main
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sparseforge.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_list_shows_every_registered_recipe(capsys):
+    from sparseforge.registry import RECIPES
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "magnitude" in out
+    for name in RECIPES.names():
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["run", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+        (["run", "magnitude", "--set", "epochz=3"], "unknown config key 'epochz'"),
+        (["run", "magnitude", "--set", "epochs=many"], "expected an integer"),
+        (["run", "magnitude", "--set", "epochs"], "key=value"),
+        (["run", "magnitude", "--preset", "huge"], "unknown preset"),
+        (["run", "magnitude", "--set", "dataset=mnist", "--set", "data_dir=/no/such/dir"], "does not exist"),
+        (["run", "magnitude", "--set", "dataset=mnist"], "data_dir"),
+        (["run", "magnitude", "--set", "sparsity=1.5"], "sparsity"),
+        (["report", "/no/such/run"], "not a run directory"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, match, capsys):
+    code = main(args) if args[0] != "frobnicate" else None
+    if code is None:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        code = e.value.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert match in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
+    r = _cli("run", "magnitude", "--set", "lr=abc", "--out", str(tmp_path / "r"))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("error:")
+
+
+def test_run_writes_the_run_directory_contract(tmp_path):
+    out = tmp_path / "run"
+    r = _cli("run", "magnitude", "--preset", "smoke", "--out", str(out), "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    for f in ("config.json", "metrics.jsonl", "summary.json", "report.html"):
+        assert (out / f).exists(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seed"] == 3 and cfg["recipe"] == "magnitude" and cfg["preset"] == "smoke"
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(not isinstance(v, dict) for v in summary.values())
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "Summary" in html
+    # report rebuild works on its own
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
