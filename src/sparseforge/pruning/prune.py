@@ -1,0 +1,251 @@
+"""Masks from scores: exact global / layer-wise top-k, one-shot, iterative (SynFlow) and IMP schedules.
+
+Papers: Frankle & Carbin, "The Lottery Ticket Hypothesis" (arXiv 1803.03635) for iterative magnitude
+pruning (IMP, a fixed rate per round, cumulative density (1 - rate)^r); Tanaka et al., "Pruning neural
+networks without any data by iteratively conserving synaptic flow" (arXiv 2006.05467) for the
+iterative exponential schedule; Minegishi et al., "Grokking Tickets" (arXiv 2310.19470) for the
+one-shot global magnitude mask of the grokking ticket.
+
+Equations:
+- ``sparsity`` (= pruning rate k) is the fraction of weights REMOVED; density = 1 - k.
+- global top-k:  n_keep = round((1 - k) * N) over all scored tensors concatenated (in the order of
+  the scores dict); keep exactly the n_keep largest scores, ties broken by the lowest flat index.
+- layer-wise:    n_keep_t = round((1 - k) * N_t) for every tensor t separately.
+- iterative:     with n rounds and target density d, round j prunes to density
+  d0 * (d / d0)^(j / n) (``schedule="exponential"``, SynFlow) or d0 + (d - d0) j / n (``"linear"``),
+  re-scoring the masked network each round. Pruned weights are never revived.
+- IMP:           after round r the sparsity is 1 - (1 - rate)^r (:func:`imp_sparsities`).
+
+Masks are ``{param_name: bool tensor}`` with True = kept, always paired by parameter name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .scores import LossFn, get_scorer, prunable_params
+
+__all__ = [
+    "apply_masks_",
+    "density_by_layer",
+    "imp_sparsities",
+    "mask_sparsity",
+    "prune",
+    "prune_global",
+    "temporarily_masked",
+    "topk_masks",
+]
+
+Masks = dict[str, torch.Tensor]
+Scope = Literal["global", "layerwise"]
+
+
+def _check_sparsity(sparsity: float) -> float:
+    s = float(sparsity)
+    if not 0.0 <= s <= 1.0:
+        raise UserError(f"sparsity (fraction of weights removed) must be in [0, 1], got {sparsity}")
+    return s
+
+
+def _keep_top(flat: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Bool mask of exactly ``n_keep`` largest entries of a 1-D tensor, ties -> lowest index first.
+
+    O(N): the n_keep-th largest value is the threshold (``kthvalue``); everything above it is kept,
+    and of the entries equal to it the lowest-indexed ones fill the remaining slots.
+    """
+    n = flat.numel()
+    if n_keep <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if n_keep >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    thr = torch.kthvalue(flat.cpu(), n - n_keep + 1).values.to(flat.device)  # the n_keep-th largest
+    above = flat > thr
+    need = n_keep - int(above.sum())
+    tie = flat == thr
+    return above | (tie & (torch.cumsum(tie, 0) <= need))
+
+
+def topk_masks(scores: dict[str, torch.Tensor], sparsity: float, *, scope: Scope = "global",
+               masks: Masks | None = None) -> Masks:
+    """Exact top-k masks from scores (True = kept).
+
+    Args:
+        scores: ``{name: scores}`` (higher = kept); the concatenation order is the dict order.
+        sparsity: fraction of the scored weights to REMOVE (k); ``round((1-k) N)`` are kept.
+        scope: ``"global"`` (one threshold over all tensors) or ``"layerwise"`` (k per tensor).
+        masks: current masks; weights they prune stay pruned (never revived), so ``sparsity``
+            must be at least their sparsity.
+
+    Raises:
+        UserError: sparsity out of range, non-finite (NaN) scores, or a sparsity below the current one.
+    """
+    k = _check_sparsity(sparsity)
+    if scope not in ("global", "layerwise"):
+        raise UserError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+    names = list(scores)
+    flat_parts = []
+    for n in names:
+        s = scores[n].detach().flatten().to(torch.float64)
+        if torch.isnan(s).any():
+            raise UserError(f"scores of {n!r} contain NaN; check the scorer's input")
+        if masks is not None and n in masks:
+            s = s.masked_fill(~masks[n].flatten().to(s.device), float("-inf"))  # pruned stay pruned
+        flat_parts.append(s)
+
+    def n_alive(i: int) -> int:
+        n = names[i]
+        return int(masks[n].sum()) if masks is not None and n in masks else flat_parts[i].numel()
+
+    out: Masks = {}
+    if scope == "global":
+        flat = torch.cat(flat_parts)
+        n_keep = int(round((1.0 - k) * flat.numel()))
+        alive = sum(n_alive(i) for i in range(len(names)))
+        if n_keep > alive:
+            raise UserError(f"sparsity {k} keeps {n_keep} weights but only {alive} are still unpruned; "
+                            "iterative pruning never revives weights: ask for a sparsity >= the current one")
+        keep = _keep_top(flat, n_keep)
+        off = 0
+        for n, part in zip(names, flat_parts):
+            out[n] = keep[off: off + part.numel()].view(scores[n].shape)
+            off += part.numel()
+    else:
+        for i, (n, part) in enumerate(zip(names, flat_parts)):
+            n_keep = int(round((1.0 - k) * part.numel()))
+            if n_keep > n_alive(i):
+                raise UserError(f"layer-wise sparsity {k} would revive pruned weights of {n!r}")
+            out[n] = _keep_top(part, n_keep).view(scores[n].shape)
+    return out
+
+
+def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any = None,
+                 sparsity: float | None = None, *, scope: Scope = "global", masks: Masks | None = None,
+                 batch: Any = None, loss_fn: LossFn | None = None, params: Any = None, rounds: int | None = None,
+                 schedule: Literal["exponential", "linear"] = "exponential", **scorer_kwargs: Any) -> Masks:
+    """``prune_global(model, scores, sparsity) -> {param_name: bool mask}`` (True = kept).
+
+    Args:
+        model: the network (may be None when ``scores`` is a dict). ``prune_global(scores, sparsity)``
+            is accepted as a shorthand.
+        scores: ``{name: scores}`` from :func:`sparseforge.pruning.scores`, or a scorer name
+            (``"synflow"``...), in which case the scorer's own schedule runs (:func:`prune`).
+        sparsity: fraction of weights REMOVED (pruning rate k); exactly ``round((1-k) N)`` are kept.
+        scope: ``"global"`` or ``"layerwise"``.
+        masks: current masks (never revived).
+        batch, loss_fn, params, rounds, schedule, scorer_kwargs: used only when ``scores`` is a name.
+    """
+    if isinstance(model, dict) and sparsity is None:  # prune_global(scores, sparsity)
+        model, scores, sparsity = None, model, scores
+    if sparsity is None:
+        raise UserError("prune_global needs a sparsity (fraction of weights removed)")
+    if isinstance(scores, str) or callable(scores):
+        if model is None:
+            raise UserError("prune_global with a scorer name needs the model")
+        return prune(model, scores, sparsity, batch=batch, loss_fn=loss_fn, params=params, scope=scope,
+                     rounds=rounds, schedule=schedule, masks=masks, **scorer_kwargs)
+    if not isinstance(scores, dict):
+        raise UserError("scores must be a {param_name: tensor} dict or a scorer name")
+    return topk_masks(scores, sparsity, scope=scope, masks=masks)
+
+
+@contextlib.contextmanager
+def temporarily_masked(model: nn.Module, masks: Masks | None) -> Iterator[nn.Module]:
+    """Zero the masked weights for the duration of the block, then restore them exactly."""
+    if not masks:
+        yield model
+        return
+    named = dict(model.named_parameters())
+    saved = {}
+    with torch.no_grad():
+        for n, m in masks.items():
+            saved[n] = named[n].detach().clone()
+            named[n].mul_(m.to(named[n].device, named[n].dtype))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, v in saved.items():
+                named[n].copy_(v)
+
+
+@torch.no_grad()
+def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
+    """Zero masked weights in place (``torch.where`` so kept weights are bit-identical)."""
+    named = dict(model.named_parameters())
+    for n, m in masks.items():
+        p = named[n]
+        p.copy_(torch.where(m.to(p.device), p, torch.zeros((), dtype=p.dtype, device=p.device)))
+    return model
+
+
+def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, loss_fn: LossFn | None = None,
+          params: Any = None, scope: Scope = "global", rounds: int | None = None,
+          schedule: Literal["exponential", "linear"] = "exponential", masks: Masks | None = None,
+          **scorer_kwargs: Any) -> Masks:
+    """Score and prune ``model`` to ``sparsity`` with ``method``, iteratively when it asks for rounds.
+
+    SynFlow runs 100 rounds by default (``rounds`` overrides; 1 = one-shot). Each round scores the
+    network with the current mask applied (the model itself is left unchanged) and prunes to the
+    round's density. The last round hits exactly ``round((1-k) N)`` kept weights.
+
+    Returns:
+        ``{param_name: bool mask}`` (True = kept).
+    """
+    k = _check_sparsity(sparsity)
+    sc = get_scorer(method)
+    n_rounds = int(rounds if rounds is not None else sc.rounds)
+    if n_rounds < 1:
+        raise UserError(f"rounds must be >= 1, got {rounds}")
+    if schedule not in ("exponential", "linear"):
+        raise UserError(f"schedule must be 'exponential' or 'linear', got {schedule!r}")
+    named = params if isinstance(params, dict) else prunable_params(model, params)
+    if sc.needs_batch and batch is None:
+        raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
+    total = sum(p.numel() for p in named.values())
+    d0 = 1.0 if masks is None else sum(int(masks[n].sum()) if n in masks else named[n].numel() for n in named) / total
+    d_target = 1.0 - k
+    cur = masks
+    if n_rounds == 1:
+        with temporarily_masked(model, cur):
+            s = sc(model, named, batch=batch, loss_fn=loss_fn, **scorer_kwargs)
+        return topk_masks(s, k, scope=scope, masks=cur)
+    # several rounds: score a private copy whose pruned weights are zeroed in place (monotone)
+    work = copy.deepcopy(model)
+    wnamed = dict(work.named_parameters())
+    wsel = {n: wnamed[n] for n in named}
+    for j in range(1, n_rounds + 1):
+        if schedule == "exponential":
+            d = d0 * (d_target / d0) ** (j / n_rounds) if d0 > 0 else 0.0
+        else:
+            d = d0 + (d_target - d0) * j / n_rounds
+        if cur:
+            apply_masks_(work, cur)
+        s = sc(work, wsel, batch=batch, loss_fn=loss_fn, **scorer_kwargs)
+        cur = topk_masks(s, k if j == n_rounds else 1.0 - d, scope=scope, masks=cur)
+    assert cur is not None
+    return cur
+
+
+def imp_sparsities(rate: float, rounds: int) -> list[float]:
+    """Cumulative sparsities of iterative magnitude pruning: ``1 - (1 - rate)^r`` for r = 1..rounds."""
+    if not 0.0 < rate < 1.0:
+        raise UserError(f"IMP rate per round must be in (0, 1), got {rate}")
+    return [1.0 - (1.0 - rate) ** r for r in range(1, int(rounds) + 1)]
+
+
+def mask_sparsity(masks: Masks) -> float:
+    """Fraction of masked-out (False) entries over all masks."""
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return 1.0 - kept / max(total, 1)
+
+
+def density_by_layer(masks: Masks) -> dict[str, float]:
+    """Fraction kept per tensor."""
+    return {n: float(m.float().mean()) for n, m in masks.items()}
