@@ -81,6 +81,7 @@ class ReLoRAController:
         self.reset_every, self.prune, self.rewarm = int(reset_every), float(prune), int(rewarm)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.step = 0
+        self.since_reset = 0  # steps since the last reset (jagged LR)
         self.n_resets = 0
         self._lr = _LRScale()
         self._handles = [
@@ -91,18 +92,19 @@ class ReLoRAController:
     def lr_factor(self) -> float:
         if self.n_resets == 0 or self.rewarm <= 0:
             return 1.0
-        t = self.step % self.reset_every
-        return min(1.0, (t + 1) / self.rewarm)
+        return min(1.0, (self.since_reset + 1) / self.rewarm)
 
     def after_step(self) -> None:
         self._lr.restore(self.optimizer)
         self.step += 1
+        self.since_reset += 1
         if self.step % self.reset_every == 0:
             self.reset()
 
     def reset(self) -> None:
         """Merge every layer, re-initialise A/B and prune (or reset) their optimizer moments."""
         self.n_resets += 1
+        self.since_reset = 0
         for m in self.layers:
             m.merge_and_reinit_(self.generator)
             prune_state_(self.optimizer, [m.lora_A, m.lora_B], self.prune)
@@ -113,10 +115,10 @@ class ReLoRAController:
         self._handles = []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "n_resets": self.n_resets, "generator": self.generator.get_state()}
+        return {"step": self.step, "since_reset": self.since_reset, "n_resets": self.n_resets, "generator": self.generator.get_state()}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.step, self.n_resets = sd["step"], sd["n_resets"]
+        self.step, self.since_reset, self.n_resets = sd["step"], sd["since_reset"], sd["n_resets"]
         self.generator.set_state(sd["generator"])
 
 
