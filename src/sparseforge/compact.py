@@ -776,7 +776,7 @@ def compact(
     gm.eval()
     with torch.no_grad():
         try:
-            _ShapeRecorder(gm).run(*inputs)
+            reference = _ShapeRecorder(gm).run(*inputs)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise TraceError(f"compact: the traced model failed on example_inputs: {first}") from None
@@ -841,7 +841,7 @@ def compact(
     gm.eval()
     report.params_after = sum(p.numel() for p in gm.parameters())
     if check:
-        _check_equal(src, gm, inputs)
+        _check_equal(reference, gm, inputs)
     gm.compact_report = report  # type: ignore[attr-defined]
     return (gm, report) if return_report else gm
 
@@ -852,9 +852,9 @@ def _deepcopy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def _check_equal(a: nn.Module, b: nn.Module, inputs: tuple) -> None:
+def _check_equal(reference: Any, b: nn.Module, inputs: tuple) -> None:
     with torch.no_grad():
-        ya, yb = _flat_outputs(a(*inputs)), _flat_outputs(b(*inputs))
+        ya, yb = _flat_outputs(reference), _flat_outputs(b(*inputs))
     for u, v in zip(ya, yb):
         if u.shape != v.shape:
             raise RuntimeError(f"compact: internal error, output shape changed {tuple(u.shape)} -> {tuple(v.shape)}")
