@@ -1,0 +1,540 @@
+"""Sparse Envelope Function (SEF) and its weighted group lift (WGSEF): values and exact prox.
+
+Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",
+Y. Refael, I. Arbel, W. Huleihel, arXiv:2212.12921 (v1 title: "... Generalized Group Sparse
+Envelope Regularization"). The SEF itself is from Beck & Refael, "Sparse regularization via
+bidualization" (J. Global Optim., 2022). Spec: ``shared/methods/wgsef.md``.
+
+Equations implemented (numbers refer to the spec's sections):
+
+* §2.2  s_k(y) = (½‖·‖² + ι_{C_k})**(y) = ½ · min{ Σ_j y_j²/t_j : t ∈ [0,1]^m, Σ_j t_j = k }
+        (0²/0 = 0), for y ≥ 0 and 1 ≤ k ≤ m.
+* §2.3  WGSEF_k(θ) = s_k(w ⊙ z(θ)), z_j(θ) = ‖θ_{g_j}‖₂   (multipliers w: reconstructed default)
+* §2.5  the scalar kernel: find α > 0 with F(α) = Σ_j clip(α β_j − δ_j, 0, 1) = k, then
+        t_j = clip(α β_j − δ_j, 0, 1).  ``method="sort"``: sorted sweep over the 2m breakpoints
+        e_j = δ_j/β_j, f_j = (1+δ_j)/β_j (O(m log m)).  ``method="select"``: median bracketing
+        (the continuous-quadratic-knapsack search): O(log m) rounds, each a selection over the
+        breakpoints still inside the bracket, which halve every round -> O(m) total.
+* §2.6(a) envelope prox of γ·WGSEF_k: β_j = a_j w_j, δ_j = γ w_j², p_g = v_g · t_j/(t_j + γ w_j²)
+        (p = v/(1+γw²) when at most k groups are non-zero).
+* §2.6(b) exact prox of γ·(WGSEF_k − ½‖w⊙z‖²) (zero iff ≤ k non-zero groups), γ w_j² < 1:
+        c_j = 1 − γ w_j², β_j = a_j w_j / c_j, δ_j = γ w_j²/c_j, p_g = v_g · t_j/(c_j t_j + γ w_j²)
+        (p = v when at most k groups are non-zero).
+
+All arithmetic of the kernel runs in float64 regardless of the input dtype (spec §6).
+Everything here is a pure tensor-in, tensor-out function; the classes in
+:mod:`sparseforge.prox.group_lasso` / :mod:`sparseforge.prox.l1` / :class:`GroupEnvelope`
+hold hyperparameters and lift these to weight tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+import warnings
+from typing import Sequence
+
+from ..errors import UserError
+from .base import ProxOperator, check_coupled, lifted_norms, lifted_sq_norms, scale_groups_
+
+Method = Literal["select", "sort"]
+METHODS_KERNEL = ("select", "sort")
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_k(k: int, m: int, *, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        try:
+            if float(k) != int(k):
+                raise TypeError
+            k = int(k)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} must be a positive integer count, got {k!r}") from None
+    if k <= 0:
+        raise UserError(f"{name} must be >= 1 (number of groups kept), got {k}")
+    if k > m:
+        raise UserError(f"{name}={k} is larger than the number of groups ({m}); use {name} <= {m}")
+    return int(k)
+
+
+def _check_gamma(gamma: float) -> float:
+    g = float(gamma)
+    if not g >= 0.0 or g != g or g == float("inf"):
+        raise UserError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    return g
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS_KERNEL:
+        raise UserError(f"method must be one of {METHODS_KERNEL}, got {method!r}")
+
+
+def _check_1d(x: torch.Tensor, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 1:
+        raise UserError(f"{name} must be a 1-D tensor, got {getattr(x, 'shape', type(x))}")
+
+
+# ----------------------------------------------------------------------------- §2.5 kernel
+def _alpha_sort(beta: torch.Tensor, delta: torch.Tensor, k: float) -> torch.Tensor:
+    """Sorted sweep over all 2m breakpoints; ``beta > 0`` everywhere here. Returns α (0-d)."""
+    e = delta / beta  # (m,) where coordinate j leaves 0
+    f = (1.0 + delta) / beta  # (m,) where it reaches 1
+    pts = torch.cat([e, f])  # (2m,)
+    # Event deltas: entering the middle adds (β, δ); leaving it removes them and adds 1 to H.
+    dB = torch.cat([beta, -beta])
+    dD = torch.cat([delta, -delta])
+    dH = torch.cat([torch.zeros_like(beta), torch.ones_like(beta)])
+    order = torch.argsort(pts)
+    pts = pts[order]
+    B = torch.cumsum(dB[order], 0)
+    D = torch.cumsum(dD[order], 0)
+    H = torch.cumsum(dH[order], 0)
+    # F is continuous, so F at breakpoint i may use the state after any prefix of tied events.
+    Fv = pts * B - D + H  # (2m,) F at each breakpoint
+    i = int(torch.argmax((Fv >= k).to(torch.int8)))  # first breakpoint where F >= k (exists: F(max) = m > k)
+    if i == 0:
+        return pts[0]
+    lo, hi, Flo, Fhi = pts[i - 1], pts[i], Fv[i - 1], Fv[i]
+    # Linear on [lo, hi] with slope B[i-1]; α = (k − H + D)/B there (spec §2.5 step 3).
+    Bi = B[i - 1]
+    if Bi > 0 and Fhi > Flo:
+        a = (k - H[i - 1] + D[i - 1]) / Bi
+        return a.clamp(lo, hi)
+    return hi  # flat piece: every α on it gives the same t
+
+
+def _median(x: torch.Tensor) -> torch.Tensor:
+    # torch.kthvalue is a linear-time (introselect-style) selection on CPU.
+    return torch.kthvalue(x, (x.numel() + 1) // 2).values
+
+
+def _alpha_select(beta: torch.Tensor, delta: torch.Tensor, k: float) -> torch.Tensor:
+    """Median bracketing of α (spec §2.6, "selection variant"); no full sort.
+
+    Each round selects the median of the breakpoints strictly inside the current bracket
+    (α_lo, α_hi), evaluates F there, halves the bracket's breakpoint count, and retires every
+    coordinate whose state (zero / middle / saturated) is fixed on the whole bracket into the
+    accumulators H, B, D. O(log m) rounds of vectorised ops, geometric total work O(m).
+    """
+    dt = beta.dtype
+    lo = torch.zeros((), dtype=dt)
+    hi = torch.tensor(float("inf"), dtype=dt)
+    H = torch.zeros((), dtype=dt)
+    B = torch.zeros((), dtype=dt)
+    D = torch.zeros((), dtype=dt)
+    bJ, dJ = beta, delta
+    eJ = dJ / bJ
+    fJ = (1.0 + dJ) / bJ
+    while bJ.numel() > 0:
+        pts = torch.cat([eJ, fJ])
+        inside = pts[(pts > lo) & (pts < hi)]
+        if inside.numel() == 0:
+            break
+        piv = _median(inside)
+        Fp = H + piv * B - D + torch.clamp(piv * bJ - dJ, 0.0, 1.0).sum()
+        if Fp < k:
+            lo = piv
+        else:
+            hi = piv
+        sat = fJ <= lo
+        zero = eJ >= hi
+        mid = (eJ <= lo) & (fJ >= hi)
+        H = H + sat.sum()
+        B = B + bJ[mid].sum()
+        D = D + dJ[mid].sum()
+        keep = ~(sat | zero | mid)
+        bJ, dJ, eJ, fJ = bJ[keep], dJ[keep], eJ[keep], fJ[keep]
+    # Left-overs (only possible through rounding) are classified at the bracket's midpoint.
+    if bJ.numel() > 0:
+        amid = lo + 1.0 if torch.isinf(hi) else 0.5 * (lo + hi)
+        sat = fJ <= amid
+        mid = (~sat) & (eJ < amid)
+        H = H + sat.sum()
+        B = B + bJ[mid].sum()
+        D = D + dJ[mid].sum()
+    if B > 0:
+        a = (k - H + D) / B
+        return a.clamp(lo, hi) if torch.isfinite(hi) else a.clamp_min(lo)
+    return lo if torch.isinf(hi) else hi  # flat piece: F = k on the whole bracket
+
+
+def solve_clip_sum(
+    beta: torch.Tensor, delta: torch.Tensor, k: float, *, method: Method = "select"
+) -> torch.Tensor:
+    """Solve Σ_j clip(α β_j − δ_j, 0, 1) = k for α and return t = clip(α β − δ, 0, 1) (spec §2.5).
+
+    Args:
+        beta: (m,) non-negative slopes; coordinates with β_j = 0 get t_j = 0.
+        delta: (m,) non-negative offsets.
+        k: target sum, 0 < k < #{j : β_j > 0}.
+        method: ``"select"`` (median bracketing, linear time) or ``"sort"`` (sorted sweep).
+
+    Returns:
+        (m,) float64 tensor t with entries in [0, 1] and Σ t = k.
+    """
+    _check_method(method)
+    _check_1d(beta, "beta")
+    beta = beta.detach().to(torch.float64)
+    delta = delta.detach().to(torch.float64).expand_as(beta)
+    if bool((beta < 0).any()) or bool((delta < 0).any()):
+        raise UserError("beta and delta must be non-negative")
+    pos = beta > 0
+    npos = int(pos.sum())
+    if not 0 < k < npos:
+        raise UserError(f"k must satisfy 0 < k < #(beta > 0) = {npos}, got {k}")
+    bp, dp = beta[pos], delta[pos]
+    alpha = _alpha_sort(bp, dp, float(k)) if method == "sort" else _alpha_select(bp, dp, float(k))
+    t = torch.zeros_like(beta)
+    t[pos] = torch.clamp(alpha * bp - dp, 0.0, 1.0)
+    return t
+
+
+# ----------------------------------------------------------------------------- §2.2 / §2.4 value
+def sef_value(x: torch.Tensor, k: int, *, method: Method = "select") -> torch.Tensor:
+    """The sparse envelope function s_k(|x|) of a 1-D tensor (spec §2.2, §2.4).
+
+    Uses the variational form with the optimal t = min(1, α|x|) (the §2.5 kernel with β = |x|,
+    δ = 0): s_k = ½ [Σ_{saturated} y_j² + (Σ_{middle} y_j)² / (k − #saturated)].
+    Differentiable in ``x`` (the active sets are held fixed, which gives a valid gradient).
+
+    Returns:
+        0-d tensor in ``x``'s floating dtype.
+    """
+    _check_1d(x)
+    k = _check_k(k, x.numel())
+    y = x.abs()
+    nnz = int((y > 0).sum())
+    if nnz <= k:
+        return 0.5 * (y * y).sum()
+    t = solve_clip_sum(y, torch.zeros_like(y, dtype=torch.float64), k, method=method)
+    sat = t >= 1.0
+    mid = (t > 0) & ~sat
+    n_sat = int(sat.sum())
+    head = (y[sat] ** 2).sum()
+    tail = y[mid].sum()
+    return 0.5 * (head + tail * tail / (k - n_sat))
+
+
+def wgsef_value(norms: torch.Tensor, k: int, *, weights: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
+    """WGSEF_k = s_k(w ⊙ z) from group norms z (spec §2.3); ``exact`` subtracts ½‖w ⊙ z‖²."""
+    y = norms if weights is None else norms * weights
+    v = sef_value(y, k)
+    if exact:
+        v = (v - 0.5 * (y * y).sum()).clamp_min(0.0)
+    return v
+
+
+# ----------------------------------------------------------------------------- §2.6 group prox
+def group_prox_scale(
+    norms: torch.Tensor,
+    k: int,
+    gamma: float,
+    *,
+    weights: torch.Tensor | None = None,
+    exact: bool = False,
+    method: Method = "select",
+) -> torch.Tensor:
+    """Per-group multipliers s ∈ [0, 1] of the WGSEF prox: p_{g_j} = s_j · v_{g_j} (spec §2.6).
+
+    Args:
+        norms: (m,) group norms a_j = ‖v_{g_j}‖ of the point v (after the gradient step).
+        k: number of groups to keep, 1 <= k <= m.
+        gamma: step × λ, >= 0. With ``exact=True`` it must satisfy γ·max w² < 1.
+        weights: (m,) positive group multipliers w_j (default all ones).
+        exact: False -> prox of γ·WGSEF_k (§2.6a, "envelope"); True -> prox of
+            γ·(WGSEF_k − ½‖w⊙z‖²) (§2.6b, "exact", zero iff at most k groups are non-zero).
+        method: kernel algorithm, ``"select"`` or ``"sort"``.
+
+    Returns:
+        (m,) float64 scale factors. Zero groups map to 0 (never divides by a norm).
+    """
+    _check_1d(norms, "norms")
+    _check_method(method)
+    m = norms.numel()
+    k = _check_k(k, m)
+    gamma = _check_gamma(gamma)
+    a = norms.detach().to(torch.float64)
+    w = torch.ones_like(a) if weights is None else weights.detach().to(torch.float64).expand_as(a)
+    if gamma == 0.0:
+        return torch.ones_like(a)
+    gw2 = gamma * w * w  # (m,) γ w_j²
+    if exact and float(gw2.max()) >= 1.0:
+        raise UserError(f"gamma={gamma:g} too large for the exact penalty: need gamma * max(w)^2 < 1")
+    nnz = int((a > 0).sum())
+    if nnz <= k:
+        return torch.ones_like(a) if exact else 1.0 / (1.0 + gw2)
+    if exact:
+        c = 1.0 - gw2
+        t = solve_clip_sum(a * w / c, gw2 / c, k, method=method)
+        return t / (c * t + gw2)
+    t = solve_clip_sum(a * w, gw2, k, method=method)
+    return t / (t + gw2)
+
+
+def sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select") -> torch.Tensor:
+    """Prox of γ·s_k(|·|) at a 1-D tensor ``x`` (spec §2.6a with singleton groups, unit weights).
+
+    argmin_p ½‖p − x‖² + γ·s_k(|p|). Each output entry is a multiple in [0, 1] of its input.
+
+    Args:
+        x: 1-D tensor (any float dtype; computed in float64, returned in ``x.dtype``).
+        k: sparsity level, 1 <= k <= x.numel().
+        gamma: prox parameter, >= 0.
+        method: ``"select"`` (linear time, default) or ``"sort"``.
+    """
+    _check_1d(x)
+    scale = group_prox_scale(x.abs(), k, gamma, method=method)
+    return (x.to(torch.float64) * scale).to(x.dtype)
+
+
+def exact_sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select") -> torch.Tensor:
+    """Prox of γ·(s_k(|·|) − ½‖·‖²) (spec §2.6b, singleton groups, unit weights), 0 <= γ < 1."""
+    _check_1d(x)
+    scale = group_prox_scale(x.abs(), k, gamma, exact=True, method=method)
+    return (x.to(torch.float64) * scale).to(x.dtype)
+
+
+def top_k_groups(norms: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k largest entries of ``norms``; ties broken by lowest index (spec §6)."""
+    _check_1d(norms, "norms")
+    k = _check_k(k, norms.numel())
+    order = torch.sort(-norms.detach().to(torch.float64), stable=True).indices
+    keep = torch.zeros(norms.numel(), dtype=torch.bool, device=norms.device)
+    keep[order[:k]] = True
+    return keep
+
+
+# ----------------------------------------------------------------------------- tensor-level operator
+GROUP_WEIGHTS = ("none", "sqrt_size", "custom")
+
+
+def group_multipliers(
+    w: torch.Tensor,
+    grouping: str,
+    group_weights: str = "none",
+    multipliers: torch.Tensor | None = None,
+    *,
+    n_coupled: int = 0,
+) -> torch.Tensor | None:
+    """Group multipliers w_j of WGSEF (spec §2.3, option ``group_weights``), rescaled to max 1.
+
+    ``"none"`` (reconstructed default): None, i.e. all ones. ``"sqrt_size"``: √|g_j| (the coupled
+    bias/BN entries count towards |g_j|). ``"custom"``: the given (n_groups,) positive vector.
+    """
+    from ..groups import group_size, n_groups
+
+    if group_weights not in GROUP_WEIGHTS:
+        raise UserError(f"group_weights must be one of {GROUP_WEIGHTS}, got {group_weights!r}")
+    m = n_groups(w.shape, grouping)
+    if group_weights == "none":
+        return None
+    if group_weights == "sqrt_size":
+        size = group_size(w.shape, grouping) + n_coupled
+        return torch.ones(m, dtype=torch.float64, device=w.device) if size > 0 else None
+    if multipliers is None:
+        raise UserError("group_weights='custom' needs multipliers=<(n_groups,) tensor>")
+    mw = torch.as_tensor(multipliers, dtype=torch.float64, device=w.device).reshape(-1)
+    if mw.numel() != m or not bool((mw > 0).all()):
+        raise UserError(f"multipliers must be {m} positive numbers (one per group), got shape {tuple(mw.shape)}")
+    return mw / mw.max()
+
+
+def resolve_k(k: int | float, m: int) -> int:
+    """k as a count (int >= 1) or a fraction of groups kept (float in (0, 1]): k = max(1, round(k·m))."""
+    if isinstance(k, float) and 0.0 < k <= 1.0:
+        return max(1, int(round(k * m)))
+    return _check_k(k, m)
+
+
+def _validate_k_arg(k: int | float) -> int | float:
+    if isinstance(k, bool):
+        raise UserError(f"k must be a count >= 1 or a fraction in (0, 1], got {k!r}")
+    if isinstance(k, float) and 0.0 < k <= 1.0:
+        return k
+    try:
+        ok = float(k) == int(k) and int(k) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise UserError(f"k must be a count >= 1 or a fraction in (0, 1], got {k!r}")
+    return int(k)
+
+
+def _register(cls):  # late import keeps this module importable on its own
+    from ..registry import register_method
+
+    return register_method("wgsef", family="prox")(cls)
+
+
+@_register
+class GroupEnvelope(ProxOperator):
+    """WGSEF regularizer λ·WGSEF_k (or its exact k-level variant) and its prox (spec §2.3, §2.6).
+
+    Args:
+        k: groups kept: a count >= 1, or a float in (0, 1] (fraction of the tensor's groups,
+            k = max(1, round(k·m))). For ``grouping="layer"`` it counts tensors (joint operator).
+        grouping: a name of :data:`sparseforge.groups.GROUPINGS`.
+        weight: λ (γ = step × λ).
+        exact: True (default; reconstructed default, spec §2.3 ``"exact"``): the penalty
+            λ·(WGSEF_k − ½‖w⊙z‖²), zero iff at most k groups are non-zero, prox §2.6b.
+            False: the literal envelope λ·WGSEF_k, prox §2.6a.
+        group_weights: ``"none"`` (reconstructed default) | ``"sqrt_size"`` | ``"custom"``.
+        multipliers: the custom (n_groups,) multipliers.
+        coupled: 1-D tensors in the same groups (bias, BN γ/β; filter/row groupings only).
+        method: ``"select"`` (linear time) or ``"sort"`` kernel.
+
+    For the exact variant γ must satisfy γ·max w² < 1; larger values are clamped to
+    0.999/max w² with a one-time warning (spec §2.6b).
+    """
+
+    def __init__(
+        self,
+        k: int | float = 0.5,
+        grouping: str = "filter",
+        weight: float = 0.0,
+        *,
+        exact: bool = True,
+        group_weights: str = "none",
+        multipliers: torch.Tensor | None = None,
+        coupled: Sequence[torch.Tensor] = (),
+        method: Method = "select",
+    ) -> None:
+        super().__init__(weight)
+        from ..groups import GROUPINGS
+
+        if grouping not in GROUPINGS:
+            raise UserError(f"unknown grouping {grouping!r}; choose one of: {', '.join(GROUPINGS)}")
+        if group_weights not in GROUP_WEIGHTS:
+            raise UserError(f"group_weights must be one of {GROUP_WEIGHTS}, got {group_weights!r}")
+        _check_method(method)
+        self.k = _validate_k_arg(k)
+        self.grouping = grouping
+        self.exact = bool(exact)
+        self.group_weights = group_weights
+        self.multipliers = multipliers
+        self.coupled = check_coupled(grouping, coupled)
+        self.method = method
+        self.joint = grouping == "layer"
+        self._warned = False
+
+    # -- helpers ----------------------------------------------------------------------------
+    def k_for(self, w: torch.Tensor) -> int:
+        """The count k_l for tensor ``w`` (checks k <= number of groups)."""
+        from ..groups import n_groups
+
+        return resolve_k(self.k, n_groups(w.shape, self.grouping))
+
+    def _mult(self, w: torch.Tensor) -> torch.Tensor | None:
+        return group_multipliers(w, self.grouping, self.group_weights, self.multipliers, n_coupled=len(self.coupled))
+
+    def _joint_mult(self, ws: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        if self.group_weights == "none":
+            return None
+        if self.group_weights == "sqrt_size":
+            mw = torch.tensor([float(w.numel()) for w in ws], dtype=torch.float64).sqrt()
+            return mw / mw.max()
+        return group_multipliers(torch.empty(len(ws)), "element", "custom", self.multipliers)
+
+    def _safe_gamma(self, g: float, mw: torch.Tensor | None) -> float:
+        if not self.exact:
+            return g
+        wmax2 = 1.0 if mw is None else float(mw.max()) ** 2
+        if g * wmax2 >= 1.0:
+            if not self._warned:
+                warnings.warn(
+                    f"GroupEnvelope(exact=True): gamma={g:g} >= 1/max(w)^2; clamped to {0.999 / wmax2:g}",
+                    stacklevel=3,
+                )
+                self._warned = True
+            g = 0.999 / wmax2
+        return g
+
+    def group_norms(self, w: torch.Tensor) -> torch.Tensor:
+        """Lifted group norms z(θ) (with coupled entries), differentiable."""
+        return lifted_norms(w, self.grouping, self.coupled)
+
+    # -- ProxOperator API -------------------------------------------------------------------
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        if self.joint:
+            return self.penalty_tensors([w])
+        y = self.group_norms(w)
+        mw = self._mult(w)
+        if mw is not None:
+            y = y * mw.to(y.dtype)
+        return self.weight * wgsef_value(y, self.k_for(w), exact=self.exact)
+
+    @torch.no_grad()
+    def prox_(self, w: torch.Tensor, step: float) -> torch.Tensor:
+        if self.joint:
+            self.prox_tensors_([w], step)
+            return w
+        g = self.gamma(step)
+        kk = self.k_for(w)
+        if g == 0.0:
+            return w
+        mw = self._mult(w)
+        g = self._safe_gamma(g, mw)
+        a = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt()  # (m,)
+        scale = group_prox_scale(a, kk, g, weights=mw, exact=self.exact, method=self.method)
+        scale_groups_(w, scale, self.grouping, self.coupled)
+        return w
+
+    def penalty_tensors(self, ws: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not self.joint:
+            return super().penalty_tensors(ws)
+        y = torch.stack([w.norm() for w in ws])  # (L,) one group per tensor
+        mw = self._joint_mult(ws)
+        if mw is not None:
+            y = y * mw.to(y.dtype)
+        return self.weight * wgsef_value(y, resolve_k(self.k, len(ws)), exact=self.exact)
+
+    @torch.no_grad()
+    def prox_tensors_(self, ws: Sequence[torch.Tensor], step: float) -> None:
+        if not self.joint:
+            return super().prox_tensors_(ws, step)
+        g = self.gamma(step)
+        kk = resolve_k(self.k, len(ws))
+        if g == 0.0:
+            return None
+        mw = self._joint_mult(ws)
+        g = self._safe_gamma(g, mw)
+        a = torch.stack([w.detach().to(torch.float64).norm() for w in ws])  # (L,)
+        scale = group_prox_scale(a, kk, g, weights=mw, exact=self.exact, method=self.method)
+        for w, s in zip(ws, scale.tolist()):
+            if s != 1.0:
+                w.mul_(s)
+        return None
+
+    @torch.no_grad()
+    def project_tensors_(self, ws: Sequence[torch.Tensor]) -> None:
+        """Final k-projection (spec §2.7): keep the k groups with the largest w⊙z, zero the rest."""
+        if self.joint:
+            y = torch.stack([w.detach().to(torch.float64).norm() for w in ws])
+            mw = self._joint_mult(ws)
+            keep = top_k_groups(y if mw is None else y * mw, resolve_k(self.k, len(ws)))
+            for w, kp in zip(ws, keep.tolist()):
+                if not kp:
+                    w.zero_()
+            return None
+        for w in ws:
+            y = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt()
+            mw = self._mult(w)
+            keep = top_k_groups(y if mw is None else y * mw, self.k_for(w))
+            scale_groups_(w, keep.to(torch.float64), self.grouping, self.coupled)
+        return None
+
+
+__all__ = [
+    "sef_value",
+    "sef_prox",
+    "exact_sef_prox",
+    "wgsef_value",
+    "group_prox_scale",
+    "solve_clip_sum",
+    "top_k_groups",
+    "resolve_k",
+    "group_multipliers",
+    "GroupEnvelope",
+]
