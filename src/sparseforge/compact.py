@@ -195,7 +195,7 @@ def _get_attr(root: nn.Module, target: str) -> Any:
 def _user_frame(exc: BaseException) -> str:
     """``file:line `code``` of the innermost traceback frame outside torch, if any."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename.replace("\\", "/")]
-    frames = [f for f in frames if not f.filename.endswith("compact.py")]
+    frames = [f for f in frames if f.filename != __file__]
     if not frames:
         return ""
     f = frames[-1]
