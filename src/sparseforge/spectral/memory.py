@@ -12,6 +12,7 @@ Optimizer-state bytes are *measured* from ``optimizer.state`` when an optimizer 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -74,4 +75,77 @@ def analytic_trainable(m: int, n: int, r: int, method: str, *, bias: bool = True
     return m * n + b
 
 
-__all__ = ["analytic_trainable", "layer_memory", "memory_report"]
+__all__ = ["PeakMemory", "analytic_trainable", "layer_memory", "memory_report", "state_tensors"]
+
+
+class PeakMemory:
+    """Peak bytes of torch tensors during a block of work, on any device.
+
+    On CUDA this is ``torch.cuda.max_memory_allocated`` (reset at entry). Elsewhere (CPU) a
+    ``TorchDispatchMode`` records every storage created inside the block and a weakref finaliser
+    subtracts it when freed; the peak of that live total is added to the bytes already held at
+    entry by ``tensors`` (typically the model's parameters, buffers and optimizer state), so
+    ``peak_bytes`` = weights + state + the largest transient (activations, gradients, temporaries).
+    tracemalloc cannot see torch's CPU allocations, hence this tracker.
+    """
+
+    def __init__(self, *, baseline_tensors: list[torch.Tensor] = (), device: str = "cpu") -> None:  # type: ignore[assignment]
+        self.device = str(device)
+        seen: dict[int, int] = {}
+        for t in baseline_tensors:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        self.baseline = sum(seen.values())
+        self.peak_bytes = 0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda0 = torch.cuda.memory_allocated()
+            return self
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        tracker = self
+        tracker._live, tracker._peak = 0, 0
+        tracker._ids: set[int] = set()
+
+        def _free(key: int, n: int) -> None:
+            tracker._ids.discard(key)
+            tracker._live -= n
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and not t.is_meta:
+                        st = t.untyped_storage()
+                        key = id(st)
+                        if key not in tracker._ids and st.nbytes() > 0:
+                            tracker._ids.add(key)
+                            tracker._live += st.nbytes()
+                            tracker._peak = max(tracker._peak, tracker._live)
+                            weakref.finalize(st, _free, key, st.nbytes())
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+            return
+        self._mode.__exit__(*exc)
+        self.peak_bytes = int(self.baseline + self._peak)
+
+
+def state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+    """Parameters, buffers, gradients and optimizer-state tensors (for :class:`PeakMemory`)."""
+    out = list(model.parameters()) + list(model.buffers())
+    out += [p.grad for p in model.parameters() if p.grad is not None]
+    if optimizer is not None:
+        out += [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    return out
