@@ -30,7 +30,7 @@ steps per method, resample every 25) ~45 s; ``paper`` = OPT-125M dimensions (d=7
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -249,8 +249,12 @@ def train_method(cfg: SSTLMConfig, run: Run, corpus: Any, val: tuple[torch.Tenso
     mem = spectral.memory_report(raw, opt)["total"]
     tokens = cfg.steps * cfg.batch_size * cfg.seq_len * D.world_size()
     peak = measure_step_memory(cfg, method, next(iter(data)), seed=seed, variant=variant) if cfg.measure_memory else None
-    # a hash of the final parameters (identical on every rank under DDP)
-    h = sum(float(p.detach().double().sum() * (i + 1)) for i, p in enumerate(raw.parameters()))
+    # a hash of the final parameters and buffers (bitwise identical on every rank under DDP)
+    sha = hashlib.sha1()
+    for name, t in list(raw.state_dict().items()):
+        sha.update(name.encode())
+        sha.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h = sha.hexdigest()[:16]
     return {
         "method": series,
         "val_ppl": final_ppl,
@@ -348,4 +352,3 @@ def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
 
 __all__ = ["SSTLMConfig", "build_method", "cosine_schedule", "lm_step", "perplexity", "run", "train_method"]
 
-_ = copy
