@@ -533,13 +533,14 @@ class Sparsey(nn.Module):
         return V, parts
 
     def _level_step(
-        self, lvl: int, xs: dict[str, Tensor], *, learn: bool
+        self, lvl: int, xs: dict[str, Tensor], *, learn: bool, update: bool = True
     ) -> tuple[Tensor, Tensor, Tensor]:
         """CSA for all macs of level ``lvl`` on one frame.
 
         Args:
             xs: afferents per signal, ``(B, M, a_X)`` binary; "U" is required.
-            learn: learning mode (probabilistic winners + Hebbian update; needs B == 1).
+            learn: learning mode (probabilistic winners, step 9).
+            update: with ``learn``, apply the Hebbian update (step 10; needs B == 1).
 
         Returns:
             codes ``(B, M, Q)`` (-1 inactive), G ``(B, M)``, active ``(B, M)`` bool.
@@ -563,7 +564,7 @@ class Sparsey(nn.Module):
                 V, G = self._backoff(lvl, xs, V, G, active)
             winners = argmax_winners(V, self._buf("priority", None, lvl), Q, K)
         codes = torch.where(active.unsqueeze(-1), winners, torch.full_like(winners, -1))
-        if learn:
+        if learn and update:
             if codes.shape[0] != 1:
                 raise RuntimeError("learning is sequential: present one item at a time")
             self._hebbian_(lvl, xs, codes[0], active[0], V[0], G[0])
@@ -625,7 +626,9 @@ class Sparsey(nn.Module):
 
     # ---- frames through the hierarchy ----------------------------------------------------
     @torch.no_grad()
-    def _run(self, seq: Tensor, *, learn: bool, sequence: bool) -> tuple[list[Tensor], list[Tensor]]:
+    def _run(
+        self, seq: Tensor, *, learn: bool, sequence: bool, update: bool = True
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """Present ``seq`` (B, T, N) binary frames; returns per level codes (B, T, M, Q) and G (B, T, M)."""
         cfg = self.config
         B, T, _ = seq.shape
@@ -652,7 +655,7 @@ class Sparsey(nn.Module):
                     if sequence and cfg.use_d and lvl + 1 < L and prev_cells[lvl + 1] is not None:
                         d_src = torch.cat([prev_cells[lvl + 1], zero], 1)
                         xs["D"] = d_src[:, self._buf("d_index", None, lvl)]
-                    codes, G, _ = self._level_step(lvl, xs, learn=learn)
+                    codes, G, _ = self._level_step(lvl, xs, learn=learn, update=update)
                 assert codes is not None and G is not None
                 cells = codes_to_cells(codes, self.K)  # (B, M*C)
                 new_cells.append(cells)
@@ -683,6 +686,32 @@ class Sparsey(nn.Module):
             codes, _ = self._run(imgs[i : i + 1, None], learn=True, sequence=False)
             out.append(codes[-1][:, 0])
         return torch.cat(out).flatten(1)
+
+    @torch.no_grad()
+    def present(
+        self, x: Tensor, *, mode: Literal["learn", "recognize"] = "recognize", update_weights: bool = True
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """One CSA pass over static images (spec ``Mac.step`` at network scale).
+
+        ``mode="learn"`` draws winners from rho; with ``update_weights=False`` nothing is stored
+        and the batch is processed at once (used to measure SISC). ``mode="learn"`` with
+        ``update_weights=True`` equals :meth:`learn` (items in order).
+
+        Returns:
+            Per level codes ``(B, M_l, Q)`` and G ``(B, M_l)``.
+        """
+        if mode not in ("learn", "recognize"):
+            raise UserError(f"mode must be 'learn' or 'recognize', got {mode!r}")
+        imgs = self._images(x)
+        if mode == "learn" and update_weights:
+            outs = [self._run(imgs[i : i + 1, None], learn=True, sequence=False) for i in range(imgs.shape[0])]
+            L = len(self.n_macs)
+            return (
+                [torch.cat([o[0][lvl][:, 0] for o in outs]) for lvl in range(L)],
+                [torch.cat([o[1][lvl][:, 0] for o in outs]) for lvl in range(L)],
+            )
+        codes, gs = self._run(imgs[:, None], learn=mode == "learn", sequence=False, update=update_weights)
+        return [c[:, 0] for c in codes], [g[:, 0] for g in gs]
 
     @torch.no_grad()
     def encode_levels(self, x: Tensor, *, batch_size: int = 256) -> tuple[list[Tensor], list[Tensor]]:
