@@ -436,7 +436,8 @@ class Sparsey(nn.Module):
             h_lists = _expand_cells(h_macs, C)
             self.register_buffer(f"h_index_{lvl}", _pad(h_lists, M * C))
             self.register_buffer(f"rows_H_{lvl}", torch.tensor([float(len(s)) for s in h_lists]))
-            self.register_buffer(f"W_H_{lvl}", torch.zeros(M, max(len(s) for s in h_lists), C))
+            n_h = max(len(s) for s in h_lists) if cfg.use_h else 0  # no H memory when H is off
+            self.register_buffer(f"W_H_{lvl}", torch.zeros(M, n_h, C))
             for s in _SIGNALS:
                 self.register_buffer(f"frozen_{s}_{lvl}", torch.zeros(M, dtype=torch.bool))
             self.register_buffer(f"priority_{lvl}", torch.rand(M, cfg.Q, cfg.K, generator=gen))
@@ -448,7 +449,7 @@ class Sparsey(nn.Module):
         # top-down RF of level l: level-(l+1) macs whose U-RF contains the mac
         for lvl in range(cfg.n_levels):
             M = self.n_macs[lvl]
-            if lvl + 1 < cfg.n_levels:
+            if lvl + 1 < cfg.n_levels and cfg.use_d:
                 up = src_macs[lvl]
                 d_macs = [[p for p, srcs in enumerate(up) if m in srcs] for m in range(M)]
                 d_macs = [d if d else [] for d in d_macs]
