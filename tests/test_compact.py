@@ -352,3 +352,26 @@ def test_report_feeds_save_sparsity(tmp_path) -> None:
     masks.save_sparsity(net, path, removed=small.compact_report.removed)
     loaded = masks.load_sparsity(conv_bn_net(), path, attach_masks=False)
     assert loaded["removed"]["0"] == [2, 6]
+
+
+class InplaceAlias(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.c1, self.c2 = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        a = self.conv(x)
+        b = self.relu(a)  # overwrites a: c1 reads relu(a), not a
+        return self.c1(a) + self.c2(b)
+
+
+@torch.no_grad()
+def test_inplace_op_with_other_readers_is_not_folded_with_stale_constant() -> None:
+    net = InplaceAlias().eval()
+    net.conv.weight[1] = 0
+    net.conv.bias[1] = -1.0  # a[:, 1] = -1, but c1 sees relu(-1) = 0
+    x = torch.randn(2, 2, 5, 5)
+    small = compact(net, x)
+    assert _max_diff(net, small, x) <= TOL

@@ -240,7 +240,29 @@ _ACT_FUNCTIONS = {
     F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
     torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.softplus,
 }  # fmt: skip
-_ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
+_ACT_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone"}
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+
+
+def _is_inplace(n: fx.Node, m: nn.Module | None = None) -> bool:
+    """Whether node ``n`` overwrites its first input."""
+    if m is not None:
+        return bool(getattr(m, "inplace", False))
+    if n.op == "call_method" and isinstance(n.target, str) and n.target.endswith("_"):
+        return True
+    return n.target in _INPLACE_OPERATORS or bool(n.kwargs.get("inplace", False))
+
+
+def _safe_inplace(n: fx.Node, x: fx.Node) -> bool:
+    """An in-place op is modelled as out-of-place only if nothing else reads (or aliases) ``x``.
+
+    Otherwise another user of ``x`` would see the overwritten values while the analysis assumes
+    the original ones.
+    """
+    aliased = x.op in ("call_function", "call_method") and x.target in ("view", "reshape", "flatten", torch.flatten)
+    return len(x.users) == 1 and not aliased and x.op != "placeholder"
+
+
 _CONST_POOL_FUNCTIONS = {F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.max_pool2d}
 _ADD_TARGETS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _SUB_TARGETS = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
@@ -343,7 +365,7 @@ class _Analysis:
         self.mods = dict(gm.named_modules())
         self.sp = _Spaces()
         self.const: dict[fx.Node, _Const] = {}
-        self.kind: dict[str, str] = {}  # module name -> "producer" | "consumer+producer" | "bn" | "dw"
+        self.kind: dict[str, str] = {}  # module name -> "conv" | "linear" | "bn" | "dw"
         calls: dict[str, int] = {}
         for n in gm.graph.nodes:
             if n.op == "call_module":
@@ -427,6 +449,8 @@ class _Analysis:
         if not single or name in self.shared:
             return self._unknown(n)
         x = ins[0]
+        if _is_inplace(n, m) and not _safe_inplace(n, x):
+            return self._unknown(n)
         t = type(m)
         if t is nn.Conv2d and len(x.meta["sf_shape"]) == 4:
             if m.groups == 1:
@@ -475,7 +499,9 @@ class _Analysis:
             return self._same(n, x, None)
         if isinstance(m, nn.AvgPool2d) and self._shape_ok(x, 4, 1):
             pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
-            exact = m.divisor_override is None and (not m.count_include_pad or all(p == 0 for p in pad))
+            exact = (
+                m.divisor_override is None and not m.ceil_mode and (not m.count_include_pad or all(p == 0 for p in pad))
+            )
             return self._same(n, x, None, zero_only=not exact)
         if isinstance(m, nn.Flatten):
             return self._flatten(n, x, m.start_dim, m.end_dim)
@@ -490,6 +516,8 @@ class _Analysis:
                 return self._unknown(n)
         x = args[0]
         rest = args[1:]
+        if _is_inplace(n) and not (x is n.args[0] and _safe_inplace(n, x)):
+            return self._unknown(n)
         if target in _ACT_FUNCTIONS or (isinstance(target, str) and target in _ACT_METHODS):
             if len(ins) != 1 or any(isinstance(a, fx.Node) for a in (*rest, *n.kwargs.values())):
                 return self._unknown(n)
