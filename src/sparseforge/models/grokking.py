@@ -11,6 +11,7 @@ MLP (paper eq. 1), no biases, every matrix trainable and prunable::
     logits = W_U^T (W_out h)                        W_out in R^{d_emb x d_hidden}, W_U in R^{d_emb x p}
 
 each matrix initialised from N(0, kappa^2 / fan_in) (fan-ins p, d_emb, d_hidden, d_emb).
+E is stored transposed, ``embed`` of shape (p, d_emb), the ``nn.Embedding`` layout (a fast lookup).
 With d_emb = 500, d_hidden = 48, p = 67 it has 115,000 weights.
 
 One-layer Transformer (the repository's pruning model): tokens [a, b], no "=" token, no positional
@@ -63,7 +64,7 @@ class ModMLP(nn.Module):
         super().__init__()
         c = num_classes or p
         self.p, self.vocab_size, self.num_classes = p, p, c
-        self.embed = nn.Parameter(torch.empty(d_emb, p))  # E: (d_emb, p), column t = token t
+        self.embed = nn.Parameter(torch.empty(p, d_emb))  # E^T: (p, d_emb), row t = token t (nn.Embedding layout)
         self.w_in = nn.Parameter(torch.empty(d_hidden, d_emb))
         self.w_out = nn.Parameter(torch.empty(d_emb, d_hidden))
         self.unembed = nn.Parameter(torch.empty(d_emb, c))  # W_U
@@ -83,11 +84,15 @@ class ModMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, 2) long tokens -> (B, num_classes) logits."""
-        return self._from_embedded(self.embed.T[x])  # (B, 2, d_emb)
+        return self._from_embedded(F.embedding(x, self.embed))  # (B, 2, d_emb)
 
     def forward_onehot(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, 2, p) soft one-hot -> logits (``E x`` instead of a lookup)."""
-        return self._from_embedded(x @ self.embed.T)
+        return self._from_embedded(x @ self.embed)  # (B, 2, p) @ (p, d_emb)
+
+    def neuron_token_map(self) -> torch.Tensor:
+        """U = W_in E: (d_hidden, p), each hidden neuron's response to each token."""
+        return self.w_in @ self.embed.T
 
 
 class ModTransformer(nn.Module):
@@ -109,7 +114,7 @@ class ModTransformer(nn.Module):
         c = num_classes or p
         d = d_model
         self.p, self.vocab_size, self.num_classes, self.d_model = p, p, c, d
-        self.embed = nn.Parameter(torch.randn(d, p) / math.sqrt(p))  # E ~ N(0, 1/p)
+        self.embed = nn.Parameter(torch.randn(p, d) / math.sqrt(p))  # E^T (p, d), E ~ N(0, 1/p)
         self.pos = nn.Parameter(torch.randn(n_ctx, d) / math.sqrt(d)) if pos_emb else None
         s = 1.0 / math.sqrt(d)
         self.w_q = nn.Parameter(torch.randn(d, d) * s)
@@ -143,11 +148,15 @@ class ModTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, 2) long tokens -> (B, num_classes) logits."""
-        return self._from_embedded(self.embed.T[x])
+        return self._from_embedded(F.embedding(x, self.embed))  # (B, 2, d)
 
     def forward_onehot(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, T, p) soft one-hot -> logits."""
-        return self._from_embedded(x @ self.embed.T)
+        return self._from_embedded(x @ self.embed)
+
+    def neuron_token_map(self) -> torch.Tensor:
+        """U = W_in E: (d_mlp, p), each MLP neuron's direct response to each token."""
+        return self.w_in @ self.embed.T
 
 
 @register_model("grokking_mlp", input_shape=(2,), input_dtype="long", vocab_size=67, task="modular")

@@ -8,7 +8,7 @@ one-shot global magnitude mask of the grokking ticket.
 
 Equations:
 - ``sparsity`` (= pruning rate k) is the fraction of weights REMOVED; density = 1 - k.
-- global top-k:  n_keep = round((1 - k) * N) over all scored tensors concatenated (in the order of
+- global top-k:  n_keep = round((1 - k) * N) (half up) over all scored tensors concatenated (in the order of
   the scores dict); keep exactly the n_keep largest scores, ties broken by the lowest flat index.
 - layer-wise:    n_keep_t = round((1 - k) * N_t) for every tensor t separately.
 - iterative:     with n rounds and target density d, round j prunes to density
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Any, Iterator, Literal
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "density_by_layer",
     "imp_sparsities",
     "mask_sparsity",
+    "n_keep_for",
     "prune",
     "prune_global",
     "temporarily_masked",
@@ -51,6 +53,11 @@ def _check_sparsity(sparsity: float) -> float:
     if not 0.0 <= s <= 1.0:
         raise UserError(f"sparsity (fraction of weights removed) must be in [0, 1], got {sparsity}")
     return s
+
+
+def n_keep_for(n: int, sparsity: float) -> int:
+    """round((1 - k) n), half up, tolerant to float error ((1 - 0.9) * 95 = 9.4999... keeps 10)."""
+    return min(n, max(0, int(math.floor((1.0 - sparsity) * n + 0.5 + 1e-9))))
 
 
 def _keep_top(flat: torch.Tensor, n_keep: int) -> torch.Tensor:
@@ -105,7 +112,7 @@ def topk_masks(scores: dict[str, torch.Tensor], sparsity: float, *, scope: Scope
     out: Masks = {}
     if scope == "global":
         flat = torch.cat(flat_parts)
-        n_keep = int(round((1.0 - k) * flat.numel()))
+        n_keep = n_keep_for(flat.numel(), k)
         alive = sum(n_alive(i) for i in range(len(names)))
         if n_keep > alive:
             raise UserError(f"sparsity {k} keeps {n_keep} weights but only {alive} are still unpruned; "
@@ -117,7 +124,7 @@ def topk_masks(scores: dict[str, torch.Tensor], sparsity: float, *, scope: Scope
             off += part.numel()
     else:
         for i, (n, part) in enumerate(zip(names, flat_parts)):
-            n_keep = int(round((1.0 - k) * part.numel()))
+            n_keep = n_keep_for(part.numel(), k)
             if n_keep > n_alive(i):
                 raise UserError(f"layer-wise sparsity {k} would revive pruned weights of {n!r}")
             out[n] = _keep_top(part, n_keep).view(scores[n].shape)
