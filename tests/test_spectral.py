@@ -298,7 +298,7 @@ def test_galore_update_in_projection_span(shape: tuple[int, int]) -> None:
     lin = spectral.GaLoreLinear(n, m, rank=2, bias=False).double()
     opt = spectral.build_optimizer(lin, lr=0.1, weight_decay=0.0, galore_update_proj_gap=3)
     x = torch.randn(16, n, dtype=torch.float64)
-    for step in range(5):
+    for _step in range(5):
         w0 = lin.weight.detach().clone()
         opt.zero_grad()
         lin(x).pow(3).sum().backward()

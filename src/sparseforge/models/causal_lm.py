@@ -10,7 +10,8 @@ embeddings ~ N(0, 0.02), biases 0 (OPT's init). ``linear_layer`` is injectable.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

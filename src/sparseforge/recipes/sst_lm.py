@@ -318,7 +318,7 @@ def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
         gap_ppr = gap_reduction(ppl["full"], ppl["sst"], {m: ppl[m] for m in ("lora", "relora") if m in ppl})
     full_state = results.get("full", {}).get("optimizer_state_bytes")
     rows = []
-    for k, v in results.items():
+    for v in results.values():
         row = {key: v[key] for key in ("method", "val_ppl", "trainable_params", "optimizer_state_bytes", "grad_bytes",
                                        "peak_mem_bytes", "tokens_per_s", "step_time_ms", "lr")}
         row["val_ppl"] = round(row["val_ppl"], 4)

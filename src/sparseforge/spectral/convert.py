@@ -21,7 +21,8 @@ dotted suffix of it (``"q_proj"`` matches ``"blocks.0.attn.q_proj"``) or matches
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -19,7 +19,8 @@ Parameters of groups without ``rank`` (and every non-matrix) get plain AdamW.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,7 +129,7 @@ class GaLoreLinear(nn.Linear):
         self.galore_rank = int(rank)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int) -> "GaLoreLinear":
+    def from_linear(cls, linear: nn.Linear, rank: int) -> GaLoreLinear:
         new = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None,
                   device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():

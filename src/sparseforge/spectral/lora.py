@@ -77,7 +77,7 @@ class LoRALinear(nn.Module):
             self.register_parameter("bias", None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, **opts: Any) -> "LoRALinear":
+    def from_linear(cls, linear: nn.Linear, rank: int, **opts: Any) -> LoRALinear:
         return cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None,
                    weight=linear.weight.detach(),
                    bias_init=None if linear.bias is None else linear.bias.detach(), **opts)

@@ -8,7 +8,7 @@ Undefined (None) when full rank is not better than B (the denominator is <= 0).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def gap_reduction(full: float, sst: float, others: Mapping[str, float] | list[float], *,

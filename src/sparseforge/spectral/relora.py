@@ -40,7 +40,7 @@ def prune_state_(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], f
         st = optimizer.state.get(p)
         if not st:
             continue
-        for key, v in st.items():
+        for _key, v in st.items():
             if isinstance(v, torch.Tensor) and v.shape == p.shape and v.numel() > 1:
                 n_zero = int(fraction * v.numel())
                 if n_zero > 0:

@@ -39,10 +39,10 @@ iterations (``reset_sigma_state_each_iteration=False``), ``forward_mode="auto"``
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -257,7 +257,7 @@ class SpectralLinear(nn.Module):
             self.register_parameter("bias", None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, **opts: Any) -> "SpectralLinear":
+    def from_linear(cls, linear: nn.Linear, rank: int, **opts: Any) -> SpectralLinear:
         """Zero-distortion conversion of an ``nn.Linear`` (same outputs to float precision)."""
         return cls(
             linear.in_features,
@@ -335,7 +335,7 @@ class SpectralLinear(nn.Module):
         self.Vh_act.data.copy_(Vh[idx])
 
     @torch.no_grad()
-    def prune_singular_(self, ratio: float) -> "SpectralLinear":
+    def prune_singular_(self, ratio: float) -> SpectralLinear:
         """Keep the ceil((1 - ratio) k) largest singular triplets (inference compression, App. G)."""
         if not 0.0 <= ratio <= 1.0:
             raise UserError(f"pruning ratio must be in [0, 1], got {ratio}")
@@ -468,7 +468,7 @@ class SSTController:
         self.attach()
 
     # hooks ----------------------------------------------------------------------------------
-    def attach(self) -> "SSTController":
+    def attach(self) -> SSTController:
         if not self._handles:
             self._handles = [
                 self.optimizer.register_step_pre_hook(lambda opt, a, k: self.before_step()),
