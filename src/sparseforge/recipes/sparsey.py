@@ -13,8 +13,8 @@ Stages:
 2. **sequences** - generated moving-shape videos (default) or Weizmann-style frame folders from
    ``video_dir`` (``paper``); single pass with U+H(+D), classify from the last-frame codes.
 
-Measured on the 2-core dev machine (shared): ``smoke`` ~3 s, ``quick`` ~20-30 s; ``paper`` needs
-MNIST IDX files and a frame-folder dataset (not run here).
+Measured on the shared 2-core dev machine (load ~6): ``smoke`` 7 s, ``quick`` 35 s wall (15 s CPU);
+``paper`` needs MNIST IDX files and a frame-folder dataset (not run here).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class Readout:
         self._ytrain: Tensor | None = None
         self._svm: Any = None
 
-    def fit(self, A: Tensor, y: Tensor) -> "Readout":
+    def fit(self, A: Tensor, y: Tensor) -> Readout:
         A = torch.as_tensor(A).float()  # (N, n_cells) binary
         y = torch.as_tensor(y).long()
         if A.dim() != 2 or y.shape != (A.shape[0],):

@@ -212,7 +212,7 @@ class SparseyConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SparseyConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SparseyConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
 
@@ -835,7 +835,7 @@ class Sparsey(nn.Module):
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Sparsey":
+    def load(cls, path: str | os.PathLike) -> Sparsey:
         """Read a network written by :meth:`save`."""
         from ..engine.checkpoint import load_checkpoint
 
