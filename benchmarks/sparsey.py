@@ -77,18 +77,25 @@ def main() -> None:
     out = {
         "benchmark": "sparsey single-pass learning on scikit-learn digits (edge input, 16x16)",
         "setup": {
-            "train_items": 1000, "test_items": 797, "repeats(seeds)": args.repeats, "threads": 1,
+            "train_items": 1000,
+            "test_items": 797,
+            "repeats(seeds)": args.repeats,
+            "threads": 1,
             "model": "1 level, 12x12 macs, 5x5 RF, Q=16, K=10, band 0.1-0.3, freeze 0.2, V*=0.9",
             "machine": platform.processor() or platform.machine(),
         },  # fmt: skip
         "learn_time_s_median": round(statistics.median(learn_s), 3),
         "learn_time_s_all": [round(v, 3) for v in learn_s],
         "per_item_ms_first100_vs_last100": [
-            round(1e3 * statistics.median(per_item_first), 3), round(1e3 * statistics.median(per_item_last), 3)
+            round(1e3 * statistics.median(per_item_first), 3),
+            round(1e3 * statistics.median(per_item_last), 3),
         ],  # fmt: skip
         "test_acc_median": med,
         "test_acc_all": {k: [round(x, 4) for x in v] for k, v in accs.items()},
-        "knn_raw_pixels_acc_median": {"k=1": round(statistics.median(knn1), 4), "k=3": round(statistics.median(knn3), 4)},
+        "knn_raw_pixels_acc_median": {
+            "k=1": round(statistics.median(knn1), 4),
+            "k=3": round(statistics.median(knn3), 4),
+        },
         "ratio_best_sparsey_to_1nn": round(med[best] / statistics.median(knn1), 4),
         "best_readout": best,
         "codes_per_s": cps,

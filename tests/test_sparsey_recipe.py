@@ -33,9 +33,19 @@ def test_sparsey_recipe_missing_data_dir_is_one_line(tmp_path):
         run_recipe("sparsey", preset="paper", out=tmp_path, report=False)
     assert "data_dir" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UserError) as e:
-        run_recipe("sparsey", preset="smoke", overrides={"image_data": "mnist", "data_dir": str(tmp_path / "no")},
-                   out=tmp_path, report=False)
+        run_recipe(
+            "sparsey",
+            preset="smoke",
+            overrides={"image_data": "mnist", "data_dir": str(tmp_path / "no")},
+            out=tmp_path,
+            report=False,
+        )
     assert "\n" not in str(e.value)
     with pytest.raises(UserError):
-        run_recipe("sparsey", preset="smoke", overrides={"video_data": "frames", "image_data": "none"},
-                   out=tmp_path, report=False)
+        run_recipe(
+            "sparsey",
+            preset="smoke",
+            overrides={"video_data": "frames", "image_data": "none"},
+            out=tmp_path,
+            report=False,
+        )

@@ -106,8 +106,10 @@ def _image_data(cfg: SparseyRecipeConfig) -> tuple[torch.Tensor, torch.Tensor, t
         xte, yte = load_mnist_dir(cfg.data_dir, "test")
         itr, _ = P.per_class_split(ytr, cfg.train_per_class, cfg.seed)
         ite, _ = P.per_class_split(yte, cfg.test_per_class, cfg.seed + 1)
-        prep = (lambda x: P.boundary(P.to_sparsey_format(x, skeletonize=False))) if cfg.input_mode == "edges" else (
-            lambda x: P.to_sparsey_format(x, skeletonize=cfg.input_mode == "skeleton")
+        prep = (
+            (lambda x: P.boundary(P.to_sparsey_format(x, skeletonize=False)))
+            if cfg.input_mode == "edges"
+            else (lambda x: P.to_sparsey_format(x, skeletonize=cfg.input_mode == "skeleton"))
         )
         data = prep(xtr[itr]), ytr[itr], prep(xte[ite]), yte[ite]
     xtr, ytr, xte, yte = data
@@ -183,7 +185,9 @@ def _images_stage(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
     act = net.active_frames_0.clamp_min(1)
     g_mac = (net.g_sum_0 / act).float()
     for m in range(net.n_macs[0]):
-        run.log(m, series="mac", mean_G=float(g_mac[m]), saturation=float(sat[m]), learn_frames=int(net.learn_frames_0[m]))
+        run.log(
+            m, series="mac", mean_G=float(g_mac[m]), saturation=float(sat[m]), learn_frames=int(net.learn_frames_0[m])
+        )
     # accuracy vs items per class (target d)
     curve = []
     for n in cfg.per_class_curve:
@@ -317,13 +321,22 @@ def _videos_stage(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
     config=SparseyRecipeConfig,
     presets={
         "smoke": {
-            "train_per_class": 8, "max_test": 120, "per_class_curve": (), "n_pairs": 100,
-            "video_train_per_class": 3, "video_test_per_class": 2, "video_frames": 4,
+            "train_per_class": 8,
+            "max_test": 120,
+            "per_class_curve": (),
+            "n_pairs": 100,
+            "video_train_per_class": 3,
+            "video_test_per_class": 2,
+            "video_frames": 4,
         },
         "quick": {},
         "paper": {
-            "image_data": "mnist", "train_per_class": 200, "test_per_class": 100,
-            "input_mode": "skeleton", "video_data": "frames", "video_size": (30, 21),
+            "image_data": "mnist",
+            "train_per_class": 200,
+            "test_per_class": 100,
+            "input_mode": "skeleton",
+            "video_data": "frames",
+            "video_size": (30, 21),
             "per_class_curve": (10, 50, 100),
         },
     },  # fmt: skip

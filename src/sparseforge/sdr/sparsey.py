@@ -429,7 +429,11 @@ class Sparsey(nn.Module):
             # horizontal RF: macs within Chebyshev radius on the same grid
             r = cfg.h_radius
             h_macs = [
-                [yy * g + xx for yy in range(max(0, y - r), min(g, y + r + 1)) for xx in range(max(0, x - r), min(g, x + r + 1))]
+                [
+                    yy * g + xx
+                    for yy in range(max(0, y - r), min(g, y + r + 1))
+                    for xx in range(max(0, x - r), min(g, x + r + 1))
+                ]
                 for y in range(g)
                 for x in range(g)
             ]
@@ -456,7 +460,7 @@ class Sparsey(nn.Module):
                 d_lists = _expand_cells(d_macs, C)
                 n_up = self.n_macs[lvl + 1] * C
                 if max(len(s) for s in d_lists) == 0:
-                    d_lists = [[n_up]]  * M
+                    d_lists = [[n_up]] * M
                     rows = [0.0] * M
                 else:
                     rows = [float(len(s)) for s in d_lists]
@@ -571,9 +575,7 @@ class Sparsey(nn.Module):
             self._hebbian_(lvl, xs, codes[0], active[0], V[0], G[0])
         return codes, G, active
 
-    def _backoff(
-        self, lvl: int, xs: dict[str, Tensor], V: Tensor, G: Tensor, active: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _backoff(self, lvl: int, xs: dict[str, Tensor], V: Tensor, G: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
         """Section 2.4 backoff: first signal subset (HUD, HU, UD, HD, U, H, D) with G >= G_b."""
         cfg = self.config
         subsets = [s for s in _BACKOFF_ORDER if all(k in xs for k in s)]
