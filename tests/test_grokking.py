@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparseforge.models.grokking import ModMLP, ModTransformer, float64_cross_entropy, grokking_mlp, grokking_transformer
+from sparseforge.models.grokking import (
+    ModMLP,
+    ModTransformer,
+    float64_cross_entropy,
+    grokking_mlp,
+    grokking_transformer,
+)
 from sparseforge.recipes.grokking_tickets import GrokkingTicketsConfig, frequency_entropy, grokking_metrics
 
 

@@ -226,7 +226,7 @@ def test_random_scores_reproducible():
     masks = prune_global(m, a, 0.6)
     N = sum(v.numel() for v in masks.values())
     d = 0.4
-    for n, v in masks.items():
+    for _n, v in masks.items():
         sigma = (d * (1 - d) / v.numel()) ** 0.5
         assert abs(float(v.float().mean()) - d) < 3 * sigma + 1.0 / N
 

@@ -34,7 +34,18 @@ from .prune import (
     temporarily_masked,
     topk_masks,
 )
-from .scores import Scorer, get_scorer, grasp, hessian_gradient_product, magnitude, prunable_params, random_scores, scores, snip, synflow
+from .scores import (
+    Scorer,
+    get_scorer,
+    grasp,
+    hessian_gradient_product,
+    magnitude,
+    prunable_params,
+    random_scores,
+    scores,
+    snip,
+    synflow,
+)
 
 __all__ = [
     "LotteryResult",

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 from torch import nn

@@ -51,8 +51,9 @@ import contextlib
 import hashlib
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
