@@ -215,6 +215,7 @@ def build_prox_map(
     exclude: Sequence[str] = (),
     skip_last: bool = True,
     include_coupled: bool = True,
+    kernel: str | None = None,
     **op_kwargs: Any,
 ) -> dict[torch.Tensor, ProxOperator]:
     """``{weight parameter: prox operator}`` for the regularized layers of ``model``.
@@ -227,6 +228,7 @@ def build_prox_map(
         grouping: one name for all layers (``filter`` = ``row`` on Linear). ``"layer"`` makes
             one joint operator over all layers (k counts layers).
         include_coupled: put the bias and a following BN's γ/β in filter/row groups.
+        kernel: ``"select"`` / ``"sort"`` scalar kernel of :class:`GroupEnvelope`.
         op_kwargs: passed to the operator (e.g. ``exact=False``, ``group_weights=...``).
     """
     from ..prox import GroupEnvelope, GroupLasso, L1
@@ -237,6 +239,8 @@ def build_prox_map(
         raise UserError("the model has no Conv2d/Linear layer to regularize (besides the classifier)")
     per_layer_weight = dict(per_layer_weight or {})
     per_layer_k = dict(per_layer_k or {})
+    if kernel is not None and method == "wgsef":
+        op_kwargs["method"] = kernel
     if method == "wgsef" and grouping == "layer":
         op = GroupEnvelope(k, "layer", weight, **op_kwargs)
         return {m.weight: op for _, m in layers}
