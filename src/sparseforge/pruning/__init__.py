@@ -25,6 +25,7 @@ from .lottery import (
     ticket_mask,
 )
 from .prune import (
+    LeanMasks,
     apply_masks_,
     density_by_layer,
     imp_sparsities,
@@ -48,6 +49,7 @@ from .scores import (
 )
 
 __all__ = [
+    "LeanMasks",
     "LotteryResult",
     "Scorer",
     "SnapshotCallback",
