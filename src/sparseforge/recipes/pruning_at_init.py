@@ -19,8 +19,9 @@ Reconstructed defaults (``[recon]``; the spec fixes only the budget): ``optimize
 8x8 LeNet-5 stayed at chance after 20 epochs at 80% random sparsity (its signal at init is tiny once
 pruned); Adam trains every method, so the comparison measures the masks, not the optimizer's luck.
 
-Measured wall time (2 shared cores): ``smoke`` ~3 s; ``quick`` ~20-35 s (2 models x 5 methods x 2
-sparsities x 20 epochs, 1 seed); ``paper`` ~10 min (5 sparsities, 100 epochs, 3 seeds).
+Measured wall time (2 cores shared with other jobs, load ~5): ``smoke`` ~10 s (mostly imports);
+``quick`` 47 s (2 models x (dense + 5 methods x 2 sparsities) x 20 epochs, 1 seed); ``paper`` roughly
+40 min (5 sparsities, 100 epochs, 3 seeds).
 """
 
 from __future__ import annotations
@@ -164,13 +165,17 @@ def _figures(cfg: PruningAtInitConfig, acc: dict[tuple[str, str, float], list[fl
         w = 0.8 / len(cfg.methods)
         for i, meth in enumerate(cfg.methods):
             d = dens[(mn, meth)]
-            ax.bar([j + i * w for j in range(len(layers))], [d[n] for n in layers], width=w, color=f"C{i}", label=meth)
+            xs = [j + i * w for j in range(len(layers))]
+            ax.bar(xs, [d[n] for n in layers], width=w, color=f"C{i}", label=meth)
+            for xj, n in zip(xs, layers):
+                if d[n] == 0.0:  # layer collapse: the whole tensor pruned
+                    ax.plot(xj, 0.0, marker="x", color=f"C{i}", ms=7, mew=2)
         ax.axhline(1 - kmax, color="k", ls=":", lw=1)
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(layers))], layers, rotation=45, ha="right", fontsize=7)
-        ax.set(ylabel="fraction kept", title=f"{mn}, sparsity {kmax:g}", yscale="log")
+        ax.set(ylabel="fraction kept", title=f"{mn}, sparsity {kmax:g}")
         ax.legend(fontsize=7)
     run.save_figure(fig, "layer_density", caption=f"Per-layer density each scorer chose at sparsity {kmax:g} "
-                    "(first seed); dotted = global density. Layer collapse shows as a bar near 0.")
+                    "(first seed); dotted = global density; x = a layer pruned entirely (layer collapse).")
 
 
 @recipe(
