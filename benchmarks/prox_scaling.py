@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (lambdas are called inside the loop that defines them)
 """Benchmark: cost of the WGSEF prox vs. group lasso as the number of groups m grows.
 
 Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",

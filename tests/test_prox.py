@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (lambdas are called inside the loop that defines them)
 """Tests for sparseforge.prox: SEF value, the §2.5 kernel, SEF/WGSEF prox, group lasso, L1.
 
 Spec: shared/methods/wgsef.md §7 (items 1-20, 25).
@@ -15,9 +16,9 @@ from scipy.optimize import minimize
 from sparseforge.errors import UserError
 from sparseforge.groups import GROUPINGS, group_view
 from sparseforge.prox import (
+    L1,
     GroupEnvelope,
     GroupLasso,
-    L1,
     ProxOperator,
     exact_sef_prox,
     group_prox_scale,

@@ -18,7 +18,8 @@ pruned groups. With every λ = 0 the wrapper is exactly the base optimizer, step
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -231,7 +232,7 @@ def build_prox_map(
         kernel: ``"select"`` / ``"sort"`` scalar kernel of :class:`GroupEnvelope`.
         op_kwargs: passed to the operator (e.g. ``exact=False``, ``group_weights=...``).
     """
-    from ..prox import GroupEnvelope, GroupLasso, L1
+    from ..prox import L1, GroupEnvelope, GroupLasso
     from ..registry import METHODS
 
     layers = regularized_layers(model, skip_last=skip_last, exclude=exclude)

@@ -15,7 +15,8 @@ one entry per output unit, spec §2.1 ``include_coupled``) that belong to the sa
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 

@@ -29,12 +29,11 @@ hold hyperparameters and lift these to weight tensors.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
-
-import warnings
-from typing import Sequence
 
 from ..errors import UserError
 from .base import ProxOperator, check_coupled, lifted_norms, lifted_sq_norms, scale_groups_

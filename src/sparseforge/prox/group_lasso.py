@@ -14,7 +14,7 @@ rescaled to max 1, as for WGSEF.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -45,8 +45,8 @@ class GroupLasso(ProxOperator):
         coupled: Sequence[torch.Tensor] = (),
     ) -> None:
         super().__init__(weight)
-        from ..groups import GROUPINGS
         from ..errors import UserError
+        from ..groups import GROUPINGS
 
         if grouping not in GROUPINGS:
             raise UserError(f"unknown grouping {grouping!r}; choose one of: {', '.join(GROUPINGS)}")
