@@ -44,9 +44,9 @@ Reconstructed defaults (``[recon]``, named options):
 - Frequency entropy: mean over neurons of the Shannon entropy of the normalised DFT power
   (f = 1..floor(p/2)) of each row of U = W_in E.
 
-Measured wall time (2 cores shared with other jobs, load ~5, 1 thread): ``smoke`` ~3 s; ``quick``
-60 s (1 seed, variants dense, ticket, dense_l2, random, snip; ~8.6k full-batch steps at ~5-7 ms;
-an idle machine runs a step in ~3 ms, so ~30 s); ``paper`` hours (3 seeds x 12 variants, sweep of 9
+Measured wall time (2 cores, 1 thread): ``smoke`` ~3 s; ``quick`` 39 s with the machine near idle,
+60 s with it shared by other jobs (load ~5) (1 seed, variants dense, ticket, dense_l2, random, snip;
+~8.6k full-batch steps); ``paper`` hours (3 seeds x 12 variants, sweep of 9
 rates, 30k steps each at ~10 ms/step).
 """
 

@@ -19,8 +19,8 @@ Reconstructed defaults (``[recon]``; the spec fixes only the budget): ``optimize
 8x8 LeNet-5 stayed at chance after 20 epochs at 80% random sparsity (its signal at init is tiny once
 pruned); Adam trains every method, so the comparison measures the masks, not the optimizer's luck.
 
-Measured wall time (2 cores shared with other jobs, load ~5): ``smoke`` ~10 s (mostly imports);
-``quick`` 47 s (2 models x (dense + 5 methods x 2 sparsities) x 20 epochs, 1 seed); ``paper`` roughly
+Measured wall time (2 cores): ``smoke`` ~6 s (mostly imports); ``quick`` 34 s near idle, 47 s with
+the machine shared by other jobs (2 models x (dense + 5 methods x 2 sparsities) x 20 epochs, 1 seed); ``paper`` roughly
 40 min (5 sparsities, 100 epochs, 3 seeds).
 """
 
