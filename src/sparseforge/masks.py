@@ -35,12 +35,21 @@ def _params(model: nn.Module) -> dict[str, nn.Parameter]:
 
 @dataclass
 class MaskSet:
-    """Masks attached to a model's parameters. Create with :func:`attach`."""
+    """Masks attached to a model's parameters. Create with :func:`attach`.
+
+    The boolean "dropped" masks are cached once, so keeping weights at zero allocates nothing
+    per step: gradients are zeroed in place after accumulation and weights after each step.
+    """
 
     model: nn.Module
     masks: dict[str, torch.Tensor]
     _handles: list[Any] = field(default_factory=list, repr=False)
     _optimizers: list[int] = field(default_factory=list, repr=False)
+    _pairs: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        p = _params(self.model)
+        self._pairs = [(p[name], ~m) for name, m in self.masks.items()]  # (param, dropped)
 
     def params(self) -> Iterable[tuple[str, nn.Parameter, torch.Tensor]]:
         p = _params(self.model)
@@ -50,29 +59,29 @@ class MaskSet:
     @torch.no_grad()
     def apply_(self) -> MaskSet:
         """Zero every masked entry now."""
-        for _, param, m in self.params():
-            param.masked_fill_(~m, 0.0)  # not mul_: 0 * inf would be nan
+        for param, dropped in self._pairs:
+            param.masked_fill_(dropped, 0.0)  # not mul_: 0 * inf would be nan
         return self
 
     def hook_optimizer(self, optimizer: torch.optim.Optimizer) -> MaskSet:
-        """Re-apply the masks after every ``optimizer.step()`` (idempotent per optimizer)."""
+        """Re-apply the masks after every ``optimizer.step()`` (idempotent per optimizer).
+
+        Existing optimizer state of masked entries (momentum, Adam moments) is zeroed once;
+        since their gradients are zero from then on, it stays zero.
+        """
         if id(optimizer) in self._optimizers:
             return self
         self._optimizers.append(id(optimizer))
+        self._zero_state(optimizer)
         self._handles.append(optimizer.register_step_post_hook(lambda opt, args, kwargs: self.apply_()))
-        # Optimizer state of masked entries (momentum, Adam moments) is zeroed too.
-        self._handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._zero_state(opt)))
         return self
 
     @torch.no_grad()
     def _zero_state(self, optimizer: torch.optim.Optimizer) -> None:
-        for _, param, m in self.params():
-            st = optimizer.state.get(param)
-            if not st:
-                continue
-            for v in st.values():
+        for param, dropped in self._pairs:
+            for v in optimizer.state.get(param, {}).values():
                 if isinstance(v, torch.Tensor) and v.shape == param.shape:
-                    v.masked_fill_(~m, 0)
+                    v.masked_fill_(dropped, 0)
 
     def detach(self) -> None:
         """Remove every hook (the weights keep their current values)."""
@@ -97,9 +106,10 @@ class MaskSet:
 def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> MaskSet:
     """Attach boolean ``masks`` (True = kept) to ``model``'s parameters by name.
 
-    Masked entries are zeroed at once, their gradients are masked, and if ``optimizer``
-    is given (or later via :meth:`MaskSet.hook_optimizer`) they are re-zeroed after every
-    step, so they stay exactly zero through SGD with momentum, Adam and AdamW.
+    Masked entries are zeroed at once, their accumulated gradients are zeroed in place, and
+    if ``optimizer`` is given (or later via :meth:`MaskSet.hook_optimizer`) they are re-zeroed
+    after every step, so they stay exactly zero through SGD with momentum, Adam and AdamW
+    (decoupled weight decay included).
 
     Raises:
         UserError: a mask names no parameter or has the wrong shape.
@@ -113,9 +123,14 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.op
             raise UserError(f"mask for {name!r} has shape {tuple(m.shape)}, parameter has {tuple(params[name].shape)}")
         clean[name] = m.detach().to(device=params[name].device, dtype=torch.bool)
     ms = MaskSet(model, clean)
-    for name, param, m in ms.params():
+
+    def zero_grad_(param: torch.Tensor, dropped: torch.Tensor) -> None:
+        if param.grad is not None:
+            param.grad.masked_fill_(dropped, 0.0)
+
+    for param, dropped in ms._pairs:
         if param.requires_grad:
-            ms._handles.append(param.register_hook(lambda g, m=m: g.masked_fill(~m, 0.0)))
+            ms._handles.append(param.register_post_accumulate_grad_hook(lambda q, d=dropped: zero_grad_(q, d)))
     ms.apply_()
     if optimizer is not None:
         ms.hook_optimizer(optimizer)
