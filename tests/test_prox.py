@@ -165,6 +165,114 @@ def test_sort_and_select_agree(m, seed, gamma):
     assert torch.allclose(p1, p2, atol=1e-6, rtol=0)
 
 
+# ----------------------------------------------------------------------------- select at scale
+# m above envelope._SMALL, so "select" goes through the sample bracketing, not only the median rounds.
+def _bisect_t(beta, delta, k):
+    """Oracle: bisection on α with F evaluated directly (no cumulative sums), run to the last bit."""
+    F = lambda a: float(torch.clamp(a * beta - delta, 0, 1).sum())  # noqa: E731
+    lo, hi = 0.0, 1.0
+    while F(hi) < k:
+        hi *= 2
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if F(mid) < k else (lo, mid)
+    return torch.clamp(hi * beta - delta, 0, 1)
+
+
+def _adversarial_cases(m, rng):
+    u = torch.tensor(rng.random(m), dtype=D) + 0.01
+    z = u.clone()
+    z[torch.tensor(rng.random(m) < 0.5)] = 0.0
+    half = torch.cat([torch.full((m // 2,), 100.0, dtype=D), torch.ones(m - m // 2, dtype=D)])
+    yield "random", u, 0.3
+    yield "random_vec_delta", u, torch.tensor(rng.random(m), dtype=D)
+    yield "delta_zero", u, 0.0
+    yield "half_zeros", z, 0.3
+    yield "ties", torch.round(u * 4) / 4 + 0.25, 0.1
+    yield "ties_vec_delta", torch.round(u * 4) / 4 + 0.25, torch.round(torch.tensor(rng.random(m), dtype=D) * 3) / 3
+    yield "all_equal", torch.ones(m, dtype=D), 0.3
+    yield "all_equal_vec_delta", torch.ones(m, dtype=D), torch.full((m,), 0.3, dtype=D)
+    yield "plateau", half, 5.0  # F = m/2 on a long flat piece
+    yield "dynamic_range_1e12", torch.exp(torch.tensor(rng.standard_normal(m), dtype=D) * 6), 0.5
+
+
+@pytest.mark.parametrize("m", [20_000, 60_000])
+def test_select_at_scale_matches_sort_and_oracle(m):
+    rng = np.random.default_rng(m)
+    for name, beta, delta in _adversarial_cases(m, rng):
+        delta = torch.as_tensor(delta, dtype=D)
+        npos = int((beta > 0).sum())
+        for k in (1, 2, npos // 3, npos // 2, npos - 2, npos - 1):
+            t = solve_clip_sum(beta, delta, k, method="select")
+            assert float(t.min()) >= 0 and float(t.max()) <= 1, name
+            assert float(t.sum()) == pytest.approx(k, rel=1e-10, abs=1e-8), (name, k)
+            assert torch.equal(t[beta == 0], torch.zeros_like(t[beta == 0])), name
+            if k < npos - 2:  # the sort sweep's cumulative sums lose digits near k = #(beta > 0)
+                t_sort = solve_clip_sum(beta, delta, k, method="sort")
+                assert torch.allclose(t, t_sort, atol=1e-6, rtol=0), (name, k)
+            if k in (1, npos // 2, npos - 1):
+                assert torch.allclose(t, _bisect_t(beta, delta, k), atol=1e-7, rtol=0), (name, k)
+
+
+def test_select_huge_dynamic_range_against_oracle():
+    # values over ~1e-150..1e150: the sort sweep's cumulative sums cancel here; select must not
+    rng = np.random.default_rng(5)
+    m = 20_000
+    beta = torch.exp(torch.tensor(rng.standard_normal(m), dtype=D) * 100)
+    for delta in (torch.tensor(0.5, dtype=D), torch.exp(torch.tensor(rng.standard_normal(m), dtype=D) * 3)):
+        for k in (1, m // 2, m - 1):
+            t = solve_clip_sum(beta, delta, k, method="select")
+            assert float(t.sum()) == pytest.approx(k, rel=1e-12)
+            assert torch.allclose(t, _bisect_t(beta, delta, k), atol=1e-7, rtol=0)
+
+
+def test_select_fallback_paths(monkeypatch):
+    """A sample that misses the root (forced) and a bracket that cannot shrink (all equal) still solve exactly."""
+    import sparseforge.prox.envelope as env
+
+    rng = np.random.default_rng(9)
+    m = 30_000
+    beta = torch.tensor(rng.random(m), dtype=D)
+    ref = solve_clip_sum(beta, torch.tensor(0.2, dtype=D), m // 2, method="sort")
+    monkeypatch.setattr(env, "_SAMPLE_C", -3.0)  # bracket on the wrong side of the root
+    t = solve_clip_sum(beta, torch.tensor(0.2, dtype=D), m // 2, method="select")
+    assert torch.allclose(t, ref, atol=1e-9, rtol=0)
+    monkeypatch.undo()
+    t = solve_clip_sum(torch.full((m,), 2.0, dtype=D), torch.tensor(0.0, dtype=D), 7, method="select")
+    assert torch.allclose(t, torch.full((m,), 7 / m, dtype=D))
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_select_prox_at_scale_float32_and_k_extremes(exact):
+    rng = np.random.default_rng(3)
+    m = 50_000
+    x = _rand_vec(rng, m, 0.2)
+    x[:1000] = torch.round(x[:1000])  # ties (and more zeros)
+    prox = exact_sef_prox if exact else sef_prox
+    gamma = 0.4
+    nnz = int((x != 0).sum())
+    for k in (1, nnz // 2, nnz - 1, nnz, m):
+        p64 = prox(x, k, gamma, method="select")
+        assert torch.allclose(p64, prox(x, k, gamma, method="sort"), atol=1e-6, rtol=0)
+        p32 = prox(x.float(), k, gamma, method="select")
+        assert p32.dtype == torch.float32
+        assert torch.allclose(p32.double(), p64, atol=1e-5)
+        assert bool(((p64 == 0) | (torch.sign(p64) == torch.sign(x))).all())
+        assert int((p64 != 0).sum()) >= min(k, nnz)
+    # group level with custom weights (vector delta) through the operator
+    w = torch.tensor(rng.standard_normal((m // 5, 1, 3, 3)), dtype=torch.float32)
+    mult = torch.tensor(rng.uniform(0.2, 1.0, m // 5))
+    outs = []
+    for method in ("select", "sort"):
+        op = GroupEnvelope(0.3, "filter", 1.0, exact=exact, group_weights="custom", multipliers=mult, method=method)
+        ww = w.clone()
+        op.prox_(ww, 0.3)
+        outs.append(ww)
+    assert torch.allclose(outs[0], outs[1], atol=1e-6, rtol=0)
+
+
 # ----------------------------------------------------------------------------- prox (§2.6)
 def _group_problem(rng):
     m = int(rng.integers(2, 7))

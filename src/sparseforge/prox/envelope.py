@@ -12,9 +12,12 @@ Equations implemented (numbers refer to the spec's sections):
 * §2.3  WGSEF_k(θ) = s_k(w ⊙ z(θ)), z_j(θ) = ‖θ_{g_j}‖₂   (multipliers w: reconstructed default)
 * §2.5  the scalar kernel: find α > 0 with F(α) = Σ_j clip(α β_j − δ_j, 0, 1) = k, then
         t_j = clip(α β_j − δ_j, 0, 1).  ``method="sort"``: sorted sweep over the 2m breakpoints
-        e_j = δ_j/β_j, f_j = (1+δ_j)/β_j (O(m log m)).  ``method="select"``: median bracketing
-        (the continuous-quadratic-knapsack search): O(log m) rounds, each a selection over the
-        breakpoints still inside the bracket, which halve every round -> O(m) total.
+        e_j = δ_j/β_j, f_j = (1+δ_j)/β_j (O(m log m)).  ``method="select"``: linear time, no full sort:
+        a fixed-seed sample of ≈ m^(2/3) coordinates brackets α (one classification pass over
+        all m), recursing on the few undecided coordinates; finished (and backed up, so the worst
+        case stays O(m)) by the median bracketing of the continuous quadratic knapsack.
+        Note: the sort sweep's cumulative sums lose digits for k close to #(β > 0) at large m
+        and for dynamic ranges beyond ~1e30; select evaluates F by direct sums and does not.
 * §2.6(a) envelope prox of γ·WGSEF_k: β_j = a_j w_j, δ_j = γ w_j², p_g = v_g · t_j/(t_j + γ w_j²)
         (p = v/(1+γw²) when at most k groups are non-zero).
 * §2.6(b) exact prox of γ·(WGSEF_k − ½‖w⊙z‖²) (zero iff ≤ k non-zero groups), γ w_j² < 1:
@@ -109,54 +112,195 @@ def _median(x: torch.Tensor) -> torch.Tensor:
     return torch.kthvalue(x, (x.numel() + 1) // 2).values
 
 
-def _alpha_select(beta: torch.Tensor, delta: torch.Tensor, k: float) -> torch.Tensor:
-    """Median bracketing of α (spec §2.6, "selection variant"); no full sort.
+_INF = float("inf")
+_SMALL = 8192  # undecided sets this small are finished by the median rounds
+_SAMPLE_C = 3.0  # bracket half-width in sample standard deviations (Hoeffding: miss prob <= 2e^-18)
+_SAMPLE_SEED = 0x5EF
+
+
+def _vec(d: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return d.expand_as(like) if d.dim() == 0 else d
+
+
+def _sub(delta: torch.Tensor, beta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return delta if delta.dim() == 0 else delta[idx]
+
+
+def _F(a: float, beta: torch.Tensor, delta: torch.Tensor, H: float, B: float, D: float) -> float:
+    """F(α) = H + αB − D + Σ_j clip(α β_j − δ_j, 0, 1) over the coordinates still in play."""
+    s = float(torch.add(-delta, beta, alpha=a).clamp_(0.0, 1.0).sum()) if beta.numel() else 0.0
+    return H + a * B - D + s
+
+
+def _alpha_median(
+    beta: torch.Tensor, delta: torch.Tensor, k: float, lo: float, hi: float, H: float, B: float, D: float
+) -> float:
+    """Median bracketing of α (spec §2.6, "selection variant"), from a given state.
 
     Each round selects the median of the breakpoints strictly inside the current bracket
     (α_lo, α_hi), evaluates F there, halves the bracket's breakpoint count, and retires every
     coordinate whose state (zero / middle / saturated) is fixed on the whole bracket into the
     accumulators H, B, D. O(log m) rounds of vectorised ops, geometric total work O(m).
+    Used as the worst-case-linear fallback of :func:`_alpha_select`.
     """
     dt = beta.dtype
-    lo = torch.zeros((), dtype=dt)
-    hi = torch.tensor(float("inf"), dtype=dt)
-    H = torch.zeros((), dtype=dt)
-    B = torch.zeros((), dtype=dt)
-    D = torch.zeros((), dtype=dt)
-    bJ, dJ = beta, delta
+    pos = beta > 0
+    bJ = beta[pos]
+    dJ = _vec(delta, beta)[pos]
     eJ = dJ / bJ
     fJ = (1.0 + dJ) / bJ
+    lo_t, hi_t = torch.tensor(lo, dtype=dt), torch.tensor(hi, dtype=dt)
+    Ht, Bt, Dt = (torch.tensor(v, dtype=dt) for v in (H, B, D))
     while bJ.numel() > 0:
         pts = torch.cat([eJ, fJ])
-        inside = pts[(pts > lo) & (pts < hi)]
+        inside = pts[(pts > lo_t) & (pts < hi_t)]
         if inside.numel() == 0:
             break
         piv = _median(inside)
-        Fp = H + piv * B - D + torch.clamp(piv * bJ - dJ, 0.0, 1.0).sum()
+        Fp = Ht + piv * Bt - Dt + torch.clamp(piv * bJ - dJ, 0.0, 1.0).sum()
         if Fp < k:
-            lo = piv
+            lo_t = piv
         else:
-            hi = piv
-        sat = fJ <= lo
-        zero = eJ >= hi
-        mid = (eJ <= lo) & (fJ >= hi)
-        H = H + sat.sum()
-        B = B + bJ[mid].sum()
-        D = D + dJ[mid].sum()
+            hi_t = piv
+        sat = fJ <= lo_t
+        zero = eJ >= hi_t
+        mid = (eJ <= lo_t) & (fJ >= hi_t)
+        Ht = Ht + sat.sum()
+        Bt = Bt + bJ[mid].sum()
+        Dt = Dt + dJ[mid].sum()
         keep = ~(sat | zero | mid)
         bJ, dJ, eJ, fJ = bJ[keep], dJ[keep], eJ[keep], fJ[keep]
+    lo, hi = float(lo_t), float(hi_t)
+    H, B, D = float(Ht), float(Bt), float(Dt)
     # Left-overs (only possible through rounding) are classified at the bracket's midpoint.
     if bJ.numel() > 0:
-        amid = lo + 1.0 if torch.isinf(hi) else 0.5 * (lo + hi)
+        amid = lo + 1.0 if hi == _INF else 0.5 * (lo + hi)
         sat = fJ <= amid
         mid = (~sat) & (eJ < amid)
-        H = H + sat.sum()
-        B = B + bJ[mid].sum()
-        D = D + dJ[mid].sum()
+        H += float(sat.sum())
+        B += float(bJ[mid].sum())
+        D += float(dJ[mid].sum())
     if B > 0:
         a = (k - H + D) / B
-        return a.clamp(lo, hi) if torch.isfinite(hi) else a.clamp_min(lo)
-    return lo if torch.isinf(hi) else hi  # flat piece: F = k on the whole bracket
+        return min(max(a, lo), hi)
+    return lo if hi == _INF else hi  # flat piece: F = k on the whole bracket
+
+
+def _classify(
+    beta: torch.Tensor, delta: torch.Tensor, lo: float, hi: float, buf: torch.Tensor | None = None
+) -> tuple[float, float, float, torch.Tensor]:
+    """State of every coordinate on the whole bracket [lo, hi] (0 <= lo < hi <= ∞).
+
+    Returns (#saturated, Σβ over middle, Σδ over middle, indices of the undecided coordinates,
+    i.e. those with a breakpoint strictly inside the bracket). Coordinates with β = 0 are zero.
+    One pass of comparisons; with a scalar δ (unit group weights) they are thresholds on β alone.
+    """
+    if delta.dim() == 0:
+        d = float(delta)
+        # saturated: f = (1+δ)/β <= lo;  zero: e = δ/β >= hi;  middle: e <= lo and f >= hi
+        sat = beta >= ((1.0 + d) / lo if lo > 0 else _INF)
+        zero = beta <= (d / hi if hi < _INF else 0.0)
+        t_mlo = d / lo if lo > 0 else (0.0 if d == 0.0 else _INF)
+        t_mhi = (1.0 + d) / hi if hi < _INF else -1.0
+        mid = (beta >= t_mlo) & (beta <= t_mhi)
+        n_mid = int(mid.count_nonzero())
+        B = float(torch.mul(beta, mid, out=buf).sum()) if n_mid else 0.0
+        D = d * n_mid
+    else:
+        nlo = torch.add(delta, beta, alpha=-lo)  # δ − lo β
+        sat = nlo <= -1.0
+        if hi < _INF:
+            nhi = torch.add(delta, beta, alpha=-hi)
+            zero = nhi >= 0.0
+            mid = (nlo <= 0.0) & (nhi >= -1.0)
+        else:
+            zero = beta <= 0.0
+            mid = torch.zeros_like(sat)
+        midf = torch.mul(beta.new_ones(()), mid, out=buf)
+        B = float(torch.dot(beta, midf))
+        D = float(torch.dot(delta, midf))
+    H = float(sat.count_nonzero())
+    und = ~(sat | zero | mid)
+    return H, B, D, und.nonzero().squeeze(1)
+
+
+def _alpha_select(
+    beta: torch.Tensor,
+    delta: torch.Tensor,
+    k: float,
+    lo: float = 0.0,
+    hi: float = _INF,
+    H: float = 0.0,
+    B: float = 0.0,
+    D: float = 0.0,
+    depth: int = 0,
+    buf: torch.Tensor | None = None,
+) -> float:
+    """Linear-time root of F(α) = H + αB − D + Σ_j clip(α β_j − δ_j, 0, 1) = k in [lo, hi].
+
+    Precondition: F(lo) <= k <= F(hi). Sample-based bracketing (Floyd–Rivest style):
+    1. draw a fixed-seed sample of s ≈ m^(2/3) coordinates and run the exact sweep on it, which
+       gives the sample's F_S at every sample breakpoint; (m/s)·F_S(α) estimates the unknown part
+       of F(α) with standard deviation <= m/(2√s);
+    2. bracket the root between the sample breakpoints where the estimate is k ∓ 3 m/√s;
+    3. one pass over all coordinates retires those decided on that bracket into H, B, D
+       (:func:`_classify`) and checks the bracket on the ≈ m/√s undecided ones;
+    4. recurse on the undecided set, finished by the median rounds once it is small.
+    Expected O(m) with a small constant number of passes. If the bracket misses the root
+    (probability < 1e-7) or shrinks too little (adversarial ties), fall back to the median
+    rounds of :func:`_alpha_median`, so the worst case stays linear.
+    """
+    m = beta.numel()
+    if m <= _SMALL or depth >= 4:
+        return _alpha_median(beta, delta, k, lo, hi, H, B, D)
+    s = min(m, max(1024, int(m ** (2.0 / 3.0))))
+    gen = torch.Generator().manual_seed(_SAMPLE_SEED + depth)
+    idx = torch.randint(m, (s,), generator=gen)
+    bS = beta[idx]
+    dS = _vec(_sub(delta, beta, idx), bS)
+    with torch.no_grad():
+        pts = torch.cat([dS / bS, (1.0 + dS) / bS]).nan_to_num_(nan=_INF)  # β = 0: never enters
+        live = (bS > 0).to(bS.dtype)
+        order = torch.argsort(pts)
+        pts = pts[order]
+        Bc = torch.cumsum(torch.cat([bS, -bS])[order], 0)
+        Dc = torch.cumsum(torch.cat([dS * live, -dS * live])[order], 0)
+        Hc = torch.cumsum(torch.cat([torch.zeros_like(bS), live])[order], 0)
+        fin = torch.isfinite(pts) & (pts > lo) & (pts < hi)
+        pts_f = pts[fin]
+        scale = m / s
+        # estimate of F at each sample breakpoint inside the bracket
+        Fest = H + pts_f * B - D + scale * (pts_f * Bc[fin] - Dc[fin] + Hc[fin])
+    margin = _SAMPLE_C * m / s**0.5
+    below = (Fest <= k - margin).nonzero()
+    above = (Fest >= k + margin).nonzero()
+    lo2 = float(pts_f[int(below[-1])]) if below.numel() else lo
+    hi2 = float(pts_f[int(above[0])]) if above.numel() else hi
+    if not lo2 < hi2:
+        return _alpha_median(beta, delta, k, lo, hi, H, B, D)
+    h, b, d, und = _classify(beta, delta, lo2, hi2, buf if buf is not None and buf.numel() == m else None)
+    bJ, dJ = beta[und], _sub(delta, beta, und)
+    H2, B2, D2 = H + h, B + b, D + d
+    if _F(lo2, bJ, dJ, H2, B2, D2) > k or (hi2 < _INF and _F(hi2, bJ, dJ, H2, B2, D2) < k):
+        return _alpha_median(beta, delta, k, lo, hi, H, B, D)  # the sample missed (rare)
+    if bJ.numel() > m // 2:  # no real progress (e.g. massive ties): median rounds on what is left
+        return _alpha_median(bJ, dJ, k, lo2, hi2, H2, B2, D2)
+    return _alpha_select(bJ, dJ, k, lo2, hi2, H2, B2, D2, depth + 1)
+
+
+def _solve(beta: torch.Tensor, delta: torch.Tensor, k: float, method: str) -> torch.Tensor:
+    """t of the §2.5 kernel; float64 ``beta`` (m,) >= 0, ``delta`` 0-d or (m,) >= 0, k < #(β > 0)."""
+    if method == "sort":
+        pos = beta > 0
+        bp, dp = beta[pos], _vec(delta, beta)[pos]
+        alpha = _alpha_sort(bp, dp, float(k))
+        t = torch.zeros_like(beta)
+        t[pos] = torch.clamp(alpha * bp - dp, 0.0, 1.0)
+        return t
+    t = torch.empty_like(beta)  # scratch of the first classification pass, then the result
+    alpha = _alpha_select(beta, delta, float(k), buf=t)
+    # t = clip(α β − δ, 0, 1); β = 0 gives −δ <= 0 -> 0
+    return torch.add(-delta, beta, alpha=alpha, out=t).clamp_(0.0, 1.0)
 
 
 def solve_clip_sum(
@@ -166,9 +310,10 @@ def solve_clip_sum(
 
     Args:
         beta: (m,) non-negative slopes; coordinates with β_j = 0 get t_j = 0.
-        delta: (m,) non-negative offsets.
+        delta: (m,) non-negative offsets (or one number for all coordinates).
         k: target sum, 0 < k < #{j : β_j > 0}.
-        method: ``"select"`` (median bracketing, linear time) or ``"sort"`` (sorted sweep).
+        method: ``"select"`` (sample bracketing + median fallback, linear time) or ``"sort"``
+            (sorted sweep).
 
     Returns:
         (m,) float64 tensor t with entries in [0, 1] and Σ t = k.
@@ -176,18 +321,14 @@ def solve_clip_sum(
     _check_method(method)
     _check_1d(beta, "beta")
     beta = beta.detach().to(torch.float64)
-    delta = delta.detach().to(torch.float64).expand_as(beta)
+    delta = torch.as_tensor(delta).detach().to(torch.float64)
+    delta = delta.reshape(()) if delta.numel() == 1 else delta.expand_as(beta)
     if bool((beta < 0).any()) or bool((delta < 0).any()):
         raise UserError("beta and delta must be non-negative")
-    pos = beta > 0
-    npos = int(pos.sum())
+    npos = int((beta > 0).count_nonzero())
     if not 0 < k < npos:
         raise UserError(f"k must satisfy 0 < k < #(beta > 0) = {npos}, got {k}")
-    bp, dp = beta[pos], delta[pos]
-    alpha = _alpha_sort(bp, dp, float(k)) if method == "sort" else _alpha_select(bp, dp, float(k))
-    t = torch.zeros_like(beta)
-    t[pos] = torch.clamp(alpha * bp - dp, 0.0, 1.0)
-    return t
+    return _solve(beta, delta, k, method)
 
 
 # ----------------------------------------------------------------------------- §2.2 / §2.4 value
@@ -255,21 +396,34 @@ def group_prox_scale(
     k = _check_k(k, m)
     gamma = _check_gamma(gamma)
     a = norms.detach().to(torch.float64)
-    w = torch.ones_like(a) if weights is None else weights.detach().to(torch.float64).expand_as(a)
     if gamma == 0.0:
         return torch.ones_like(a)
-    gw2 = gamma * w * w  # (m,) γ w_j²
+    if weights is None:  # unit weights: γ w² is one number (a 0-d tensor), no (m,) temporaries
+        w = None
+        gw2 = torch.tensor(gamma, dtype=torch.float64, device=a.device)
+    else:
+        w = weights.detach().to(torch.float64).expand_as(a)
+        gw2 = gamma * w * w  # (m,) γ w_j²
     if exact and float(gw2.max()) >= 1.0:
         raise UserError(f"gamma={gamma:g} too large for the exact penalty: need gamma * max(w)^2 < 1")
-    nnz = int((a > 0).sum())
+    if m and float(a.min()) < 0:
+        raise UserError("norms must be non-negative")
+    nnz = int(torch.count_nonzero(a))
     if nnz <= k:
-        return torch.ones_like(a) if exact else 1.0 / (1.0 + gw2)
+        return torch.ones_like(a) if exact else (1.0 / (1.0 + gw2)).expand_as(a).clone()
+    if w is None:
+        # Unit weights: β = a/c, δ = γ/c with one number c (c = 1 for the envelope). Solving with
+        # β' = a, δ' = γ/c gives the same t (α' = α/c), so no (m,) β is formed; then the scale
+        # t/(c t + γ) = 1/(c + γ/t) (t = 0 -> 0) is computed in place in t's buffer.
+        c = 1.0 - gamma if exact else 1.0
+        t = _solve(a, gw2 / c, k, method)
+        return t.reciprocal_().mul_(gamma).add_(c).reciprocal_()
     if exact:
         c = 1.0 - gw2
-        t = solve_clip_sum(a * w / c, gw2 / c, k, method=method)
-        return t / (c * t + gw2)
-    t = solve_clip_sum(a * w, gw2, k, method=method)
-    return t / (t + gw2)
+        t = _solve(a * w / c, gw2 / c, k, method)
+        return t.div_(t * c + gw2)
+    t = _solve(a * w, gw2, k, method)
+    return t.div_(t + gw2)
 
 
 def sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select") -> torch.Tensor:
@@ -475,7 +629,7 @@ class GroupEnvelope(ProxOperator):
             return w
         mw = self._mult(w)
         g = self._safe_gamma(g, mw)
-        a = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt()  # (m,)
+        a = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt_()  # (m,)
         scale = group_prox_scale(a, kk, g, weights=mw, exact=self.exact, method=self.method)
         scale_groups_(w, scale, self.grouping, self.coupled)
         return w
