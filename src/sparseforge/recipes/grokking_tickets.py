@@ -481,14 +481,14 @@ def _figures(cfg: GrokkingTicketsConfig, results: list[dict[str, Any]], summary_
     sweep = sorted((float(v[len("sweep_k"):]), v) for v in r0["variants"] if v.startswith("sweep_k"))
     if sweep:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, lab, mk in (("t_gen", "t_gen", "o-"), ("t_mem", "t_mem", "s--")):
+        for c, (key, lab, mk) in enumerate((("t_gen", "t_gen", "o-"), ("t_mem", "t_mem", "s--"))):
             xs, ys, miss = [], [], []
             for rate, v in sweep:
                 med = _median([r["variants"][v][key] for r in results])
                 (xs.append(rate), ys.append(med)) if med is not None else miss.append(rate)
-            ax.plot(xs, ys, mk, label=lab)
+            ax.plot(xs, ys, mk, color=f"C{c}", label=lab)
             if miss:
-                ax.plot(miss, [budget] * len(miss), "rx", label=f"{lab} not reached")
+                ax.plot(miss, [budget * (1.0 + 0.08 * c)] * len(miss), "x", color=f"C{c}", label=f"{lab} not reached")
         dense_t = summary_t.get("dense")
         if dense_t is not None:
             ax.axhline(dense_t, color="gray", ls=":", label="dense t_gen")
