@@ -148,24 +148,3 @@ def test_imp_rounds_prune_a_fixed_rate_and_never_revive():
             assert not (b[n] & ~a[n]).any()
 
 
-def test_lean_masks_match_masks_attach_bitwise_under_adamw():
-    from sparseforge.pruning import LeanMasks
-
-    torch.manual_seed(3)
-    a = ModMLP(11, d_emb=16, d_hidden=8)
-    b = ModMLP(11, d_emb=16, d_hidden=8)
-    b.load_state_dict(a.state_dict())
-    x, y = _data()
-    masks = ticket_mask(a, 0.6, names=["embed", "w_in", "w_out", "unembed"])
-    oa = torch.optim.AdamW(a.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=1.0)
-    ob = torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=1.0)
-    ha, hb = attach(a, masks, optimizer=oa), LeanMasks(b, masks, ob)
-    fit(a, [(x, y)], oa, loss_fn=float64_cross_entropy, steps=50)
-    fit(b, [(x, y)], ob, loss_fn=float64_cross_entropy, steps=50)
-    pb = dict(b.named_parameters())
-    for n, p in a.named_parameters():
-        assert torch.equal(p, pb[n])
-        assert (pb[n].detach()[~masks[n]] == 0).all()
-        assert (pb[n].grad[~masks[n]] == 0).all()  # masked entries get exactly zero gradient
-    ha.detach()
-    hb.detach()

@@ -37,8 +37,8 @@ def _params(model: nn.Module) -> dict[str, nn.Parameter]:
 class MaskSet:
     """Masks attached to a model's parameters. Create with :func:`attach`.
 
-    The boolean "dropped" masks are cached once, so keeping weights at zero allocates nothing
-    per step: gradients are zeroed in place after accumulation and weights after each step.
+    Float copies of the masks are cached once, so keeping weights at zero allocates nothing
+    per step: gradients are multiplied in place after accumulation and weights after each step.
     """
 
     model: nn.Module
@@ -49,7 +49,7 @@ class MaskSet:
 
     def __post_init__(self) -> None:
         p = _params(self.model)
-        self._pairs = [(p[name], ~m) for name, m in self.masks.items()]  # (param, dropped)
+        self._pairs = [(p[name], m.to(p[name].dtype)) for name, m in self.masks.items()]  # (param, float keep)
 
     def params(self) -> Iterable[tuple[str, nn.Parameter, torch.Tensor]]:
         p = _params(self.model)
@@ -59,8 +59,8 @@ class MaskSet:
     @torch.no_grad()
     def apply_(self) -> MaskSet:
         """Zero every masked entry now."""
-        for param, dropped in self._pairs:
-            param.masked_fill_(dropped, 0.0)  # not mul_: 0 * inf would be nan
+        for param, keep in self._pairs:
+            param.mul_(keep)
         return self
 
     def hook_optimizer(self, optimizer: torch.optim.Optimizer) -> MaskSet:
@@ -78,10 +78,10 @@ class MaskSet:
 
     @torch.no_grad()
     def _zero_state(self, optimizer: torch.optim.Optimizer) -> None:
-        for param, dropped in self._pairs:
+        for param, keep in self._pairs:
             for v in optimizer.state.get(param, {}).values():
                 if isinstance(v, torch.Tensor) and v.shape == param.shape:
-                    v.masked_fill_(dropped, 0)
+                    v.mul_(keep.to(v.dtype))
 
     def detach(self) -> None:
         """Remove every hook (the weights keep their current values)."""
@@ -124,13 +124,13 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.op
         clean[name] = m.detach().to(device=params[name].device, dtype=torch.bool)
     ms = MaskSet(model, clean)
 
-    def zero_grad_(param: torch.Tensor, dropped: torch.Tensor) -> None:
+    def mask_grad_(param: torch.Tensor, keep: torch.Tensor) -> None:
         if param.grad is not None:
-            param.grad.masked_fill_(dropped, 0.0)
+            param.grad.mul_(keep)
 
-    for param, dropped in ms._pairs:
+    for param, keep in ms._pairs:
         if param.requires_grad:
-            ms._handles.append(param.register_post_accumulate_grad_hook(lambda q, d=dropped: zero_grad_(q, d)))
+            ms._handles.append(param.register_post_accumulate_grad_hook(lambda q, k=keep: mask_grad_(q, k)))
     ms.apply_()
     if optimizer is not None:
         ms.hook_optimizer(optimizer)

@@ -25,7 +25,6 @@ from .lottery import (
     ticket_mask,
 )
 from .prune import (
-    LeanMasks,
     apply_masks_,
     density_by_layer,
     imp_sparsities,
@@ -49,7 +48,6 @@ from .scores import (
 )
 
 __all__ = [
-    "LeanMasks",
     "LotteryResult",
     "Scorer",
     "SnapshotCallback",

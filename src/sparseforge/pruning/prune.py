@@ -34,7 +34,6 @@ from ..errors import UserError
 from .scores import LossFn, get_scorer, prunable_params
 
 __all__ = [
-    "LeanMasks",
     "apply_masks_",
     "density_by_layer",
     "imp_sparsities",
@@ -191,47 +190,6 @@ def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
         p = named[n]
         p.copy_(torch.where(m.to(p.device), p, torch.zeros((), dtype=p.dtype, device=p.device)))
     return model
-
-
-class LeanMasks:
-    """Keep masked weights exactly zero during training at minimal cost (elementwise optimizers).
-
-    A lean alternative to :func:`sparseforge.masks.attach` for hot loops on small models: the float
-    masks are cached once; after gradient accumulation the gradient is multiplied in place by the
-    mask (masked entries get exactly zero gradient, so Adam / momentum state of masked entries
-    stays zero and AdamW's decoupled decay of a zero weight is zero), and after every optimizer step
-    the weights are multiplied in place by the mask (belt and braces). No allocation per step.
-    Use :func:`sparseforge.masks.attach` for anything non-elementwise.
-    """
-
-    def __init__(self, model: nn.Module, masks: Masks, optimizer: torch.optim.Optimizer | None = None) -> None:
-        named = dict(model.named_parameters())
-        self.pairs = []
-        for n, m in masks.items():
-            if n not in named:
-                raise UserError(f"mask for {n!r} matches no parameter of {type(model).__name__}")
-            p = named[n]
-            if tuple(m.shape) != tuple(p.shape):
-                raise UserError(f"mask for {n!r} has shape {tuple(m.shape)}, parameter has {tuple(p.shape)}")
-            self.pairs.append((p, m.to(device=p.device, dtype=p.dtype)))
-        def hook(q: torch.Tensor, mf: torch.Tensor) -> None:
-            if q.grad is not None:
-                q.grad.mul_(mf)
-
-        self.handles = [p.register_post_accumulate_grad_hook(lambda q, mf=mf: hook(q, mf)) for p, mf in self.pairs]
-        self.apply_()
-        if optimizer is not None:
-            self.handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_()))
-
-    @torch.no_grad()
-    def apply_(self) -> None:
-        for p, mf in self.pairs:
-            p.mul_(mf)
-
-    def detach(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
 
 
 def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, loss_fn: LossFn | None = None,

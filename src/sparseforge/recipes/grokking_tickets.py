@@ -38,9 +38,8 @@ Reconstructed defaults (``[recon]``, named options):
 - ``transition_acc=0.33``: the transition ticket uses the first eval step whose test accuracy
   reaches 0.33 (the paper's ~15.5k checkpoint had base test accuracy ~0.33).
 - ``eval_every=10`` and the P = 0.99 threshold; ``early_stop`` (stop a run once t_gen is reached;
-  off at ``paper``); ``num_threads=1`` (tiny models run fastest single-threaded on a shared CPU);
-  ``mask_impl="lean"`` (:class:`sparseforge.pruning.LeanMasks`: cached float masks, in-place gradient
-  and weight masking; bit-identical to ``sparseforge.masks.attach`` under AdamW, with less overhead).
+  off at ``paper``); ``num_threads=1`` (tiny models run fastest single-threaded on a shared CPU).
+  Masks are kept by :func:`sparseforge.masks.attach` (cached masks, in-place gradient and weight masking).
 - Frequency entropy: mean over neurons of the Shannon entropy of the normalised DFT power
   (f = 1..floor(p/2)) of each row of U = W_in E.
 
@@ -68,7 +67,6 @@ from ..engine import Callback, FitState, Run, fit
 from ..errors import ConfigError
 from ..models.grokking import ModMLP, ModTransformer, float64_cross_entropy
 from ..pruning import (
-    LeanMasks,
     density_by_layer,
     norm_matched_init,
     prunable_params,
@@ -126,7 +124,6 @@ class GrokkingTicketsConfig(RecipeConfig):
     synflow_rounds: int = 100
     grasp_temperature: float = 200.0
     num_threads: int = 1
-    mask_impl: Literal["lean", "attach"] = "lean"  # lean: pruning.LeanMasks; attach: sparseforge.masks.attach
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -295,7 +292,7 @@ def train_run(cfg: GrokkingTicketsConfig, model: nn.Module, data: tuple[torch.Te
                             weight_decay=weight_decay)
     ms: Any = None
     if masks:
-        ms = LeanMasks(model, masks, opt) if cfg.mask_impl == "lean" else attach(model, masks, optimizer=opt)
+        ms = attach(model, masks, optimizer=opt)
     tracker = GrokTracker(data, names, every=cfg.eval_every, P=cfg.threshold,
                           checkpoint_every=cfg.checkpoint_every if checkpoints else None,
                           transition_acc=cfg.transition_acc if checkpoints else None,
