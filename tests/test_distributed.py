@@ -7,8 +7,6 @@ import subprocess
 import sys
 
 
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

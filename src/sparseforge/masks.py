@@ -17,8 +17,9 @@ file written atomically; they load onto a freshly built model of the same class.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn

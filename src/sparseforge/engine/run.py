@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from .distributed import is_main_process

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import RecipeConfig, build_config, config_hash, parse_overrides
 from ..engine import distributed as D
