@@ -1,0 +1,19 @@
+"""Every ```python block of the README runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_opens_with_the_two_commands():
+    head = README.read_text().split("## ", 1)[0]
+    assert "make demo" in head and "make test" in head
+
+
+@pytest.mark.parametrize("i", range(len(BLOCKS)))
+def test_readme_block_runs(i, capsys):
+    exec(compile(BLOCKS[i], f"README.md block {i}", "exec"), {})
