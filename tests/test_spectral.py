@@ -291,6 +291,26 @@ def test_relora_prune_fraction() -> None:
     assert ctl.lr_factor() == pytest.approx(1 / 5)
 
 
+def test_relora_joint_prune_keeps_moments_paired_and_step_bounded() -> None:
+    """Joint pruning never leaves exp_avg != 0 where exp_avg_sq == 0 (update exp_avg / eps)."""
+    torch.manual_seed(0)
+    model = spectral.convert(mlp(), "relora", rank=2)
+    opt = spectral.build_optimizer(model, lr=1e-2)
+    ctl = spectral.attach("relora", model, opt, reset_every=1000, prune=0.5, rewarm=1)
+    for s in range(5):
+        _train_step(model, opt, s)
+    ctl.reset()
+    lays = [m for m in model.modules() if isinstance(m, spectral.LoRALinear)]
+    for lay in lays:
+        for p in (lay.lora_A, lay.lora_B):
+            st = opt.state[p]
+            assert torch.equal(st["exp_avg"] != 0, (st["exp_avg"] != 0) & (st["exp_avg_sq"] != 0))
+    A0 = [lay.lora_A.detach().clone() for lay in lays]
+    _train_step(model, opt, 5)  # B = 0 after the merge: A's gradient is exactly 0
+    for lay, a in zip(lays, A0):
+        assert (lay.lora_A - a).abs().max() < 0.1  # per-key masks give |dA| ~ lr * exp_avg / eps here
+
+
 @pytest.mark.parametrize("shape", [(10, 6), (6, 10)])
 def test_galore_update_in_projection_span(shape: tuple[int, int]) -> None:
     torch.manual_seed(0)

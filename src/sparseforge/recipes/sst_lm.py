@@ -105,6 +105,7 @@ class SSTLMConfig(RecipeConfig):
     relora_variant: Literal["relora", "relora_star"] = "relora"
     relora_reset_every: int = 100
     relora_rewarm: int = 10
+    relora_prune_mode: Literal["joint", "per_key"] = "joint"
     galore_proj_gap: int = 50
     galore_scale: float = 0.25
     eval_every: int = 50
@@ -198,7 +199,7 @@ def build_method(cfg: SSTLMConfig, method: str, *, seed: int, variant: dict[str,
                               seed=seed)
     elif method == "relora":
         ctl = spectral.attach(cfg.relora_variant, model, opt, reset_every=cfg.relora_reset_every,
-                              rewarm=cfg.relora_rewarm, seed=seed)
+                              rewarm=cfg.relora_rewarm, seed=seed, prune_mode=cfg.relora_prune_mode)
     return model, opt, ctl
 
 
