@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo")
     d.add_argument("--preset", default="quick")
     d.add_argument("--only", action="append", default=None, metavar="RECIPE", help="run only these recipes")
+    d.add_argument("--threads", type=int, default=1, help="CPU threads per recipe (default 1: small models)")
     return p
 
 
@@ -100,7 +101,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report.html import DemoFailed, run_demo
 
     try:
-        index = run_demo(args.out, preset=args.preset, only=args.only)
+        index = run_demo(args.out, preset=args.preset, only=args.only, threads=args.threads)
     except DemoFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

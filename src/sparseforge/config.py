@@ -29,14 +29,19 @@ class RecipeConfig:
     Attributes:
         seed: global random seed (``--seed``).
         device: ``cpu`` or ``cuda`` (``--device``).
+        threads: intra-op CPU threads for the run (``--set threads=N``; None keeps PyTorch's
+            default). Small models run fastest on one thread, and a busy machine thrashes with more.
     """
 
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}

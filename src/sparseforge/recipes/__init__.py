@@ -89,6 +89,7 @@ def run_recipe(
     device: str | None = None,
     resume: bool = False,
     report: bool = True,
+    threads: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run recipe ``name`` and return (run directory, summary).
 
@@ -99,7 +100,7 @@ def run_recipe(
     rec: Recipe = RECIPES.get(name)
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    cfg = rec.build_config(preset, overrides, seed=seed, device=device)
+    cfg = rec.build_config(preset, overrides, seed=seed, device=device, threads=threads)
     if str(cfg.device).startswith("cuda"):
         import torch
 
@@ -111,8 +112,16 @@ def run_recipe(
 
     run.save_config({"recipe": name, "preset": preset, "version": __version__, **cfg.to_dict()})
     seed_everything(cfg.seed)
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    summary = dict(rec.fn(cfg, run) or {})
+    try:
+        summary = dict(rec.fn(cfg, run) or {})
+    finally:
+        torch.set_num_threads(old_threads)
     summary.setdefault("wall_time_s", round(time.perf_counter() - t0, 3))
     run.save_summary(summary)
     if report and run.write:

@@ -38,7 +38,7 @@ Reconstructed defaults (``[recon]``, named options):
 - ``transition_acc=0.33``: the transition ticket uses the first eval step whose test accuracy
   reaches 0.33 (the paper's ~15.5k checkpoint had base test accuracy ~0.33).
 - ``eval_every=10`` and the P = 0.99 threshold; ``early_stop`` (stop a run once t_gen is reached;
-  off at ``paper``); ``num_threads=1`` (tiny models run fastest single-threaded on a shared CPU).
+  off at ``paper``); ``threads=1`` (tiny models run fastest single-threaded on a shared CPU).
   Masks are kept by :func:`sparseforge.masks.attach` (cached masks, in-place gradient and weight masking).
 - Frequency entropy: mean over neurons of the Shannon entropy of the normalised DFT power
   (f = 1..floor(p/2)) of each row of U = W_in E.
@@ -51,11 +51,9 @@ rates, 30k steps each at ~10 ms/step).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -123,7 +121,7 @@ class GrokkingTicketsConfig(RecipeConfig):
     pai_score_at: Literal["init", "final"] = "init"
     synflow_rounds: int = 100
     grasp_temperature: float = 200.0
-    num_threads: int = 1
+    threads: int | None = 1  # tiny models: one intra-op thread is fastest
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -190,17 +188,6 @@ def frequency_entropy(U: torch.Tensor) -> float:
 
 def split_hash(train_x: torch.Tensor) -> str:
     return hashlib.sha1(train_x.contiguous().numpy().tobytes()).hexdigest()[:12]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def build_model(cfg: GrokkingTicketsConfig, num_classes: int) -> nn.Module:
@@ -512,8 +499,7 @@ def _figures(cfg: GrokkingTicketsConfig, results: list[dict[str, Any]], summary_
 )
 def run(cfg: GrokkingTicketsConfig, run: Run) -> dict[str, Any]:
     seeds = list(cfg.seeds) or [cfg.seed]
-    with torch_threads(cfg.num_threads):
-        results = [run.cached(f"seed{s}", lambda s=s: run_seed(cfg, s, run)) for s in seeds]
+    results = [run.cached(f"seed{s}", lambda s=s: run_seed(cfg, s, run)) for s in seeds]
     variants = list(dict.fromkeys(v for r in results for v in r["variants"]))  # ticket_transition may be absent
     rows, t_gen, t_mem, summary = [], {}, {}, {}
     for v in variants:

@@ -15,7 +15,7 @@ Procedure, for every model, method, sparsity k and seed:
 4. report test accuracy (mean and spread over seeds) vs k, and the per-layer density each method chose.
 
 Reconstructed defaults (``[recon]``; the spec fixes only the budget): ``optimizer="adam"``, ``lr=3e-3``,
-``weight_decay=0``, ``batch_size=64``, ``num_threads=1``. With SGD (momentum 0.9, lr 0.01-0.2) the
+``weight_decay=0``, ``batch_size=64``, ``threads=1``. With SGD (momentum 0.9, lr 0.01-0.2) the
 8x8 LeNet-5 stayed at chance after 20 epochs at 80% random sparsity (its signal at init is tiny once
 pruned); Adam trains every method, so the comparison measures the masks, not the optimizer's luck.
 
@@ -39,7 +39,6 @@ from ..errors import ConfigError
 from ..pruning import density_by_layer, prunable_params, prune_global
 from ..pruning.scores import SCORERS
 from . import recipe
-from .grokking_tickets import torch_threads
 
 MODELS_SUPPORTED = ("digits_mlp", "lenet5")
 
@@ -61,7 +60,7 @@ class PruningAtInitConfig(RecipeConfig):
     grasp_temperature: float = 200.0
     dense_baseline: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
-    num_threads: int = 1
+    threads: int | None = 1  # tiny models: one intra-op thread is fastest
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -196,22 +195,21 @@ def run(cfg: PruningAtInitConfig, run: Run) -> dict[str, Any]:
     dense: dict[str, float] = {}
     rows = []
     zeros_ok = True
-    with torch_threads(cfg.num_threads):
-        for mn in cfg.models:
-            if cfg.dense_baseline:
-                vals = [_one(cfg, data, mn, None, 0.0, s, run)["test_acc"] for s in seeds]
-                dense[mn] = statistics.fmean(vals)
-                rows.append({"model": mn, "method": "dense", "sparsity": 0.0, "test_acc": round(dense[mn], 4)})
-            for meth in cfg.methods:
-                for k in cfg.sparsities:
-                    res = [_one(cfg, data, mn, meth, k, s, run) for s in seeds]
-                    acc[(mn, meth, k)] = [r["test_acc"] for r in res]
-                    zeros_ok &= all(r["zeros_ok"] for r in res)
-                    if k == max(cfg.sparsities):
-                        dens[(mn, meth)] = res[0]["density"]
-                    rows.append({"model": mn, "method": meth, "sparsity": k,
-                                 "test_acc": round(statistics.fmean(acc[(mn, meth, k)]), 4),
-                                 "spread": round(max(acc[(mn, meth, k)]) - min(acc[(mn, meth, k)]), 4)})
+    for mn in cfg.models:
+        if cfg.dense_baseline:
+            vals = [_one(cfg, data, mn, None, 0.0, s, run)["test_acc"] for s in seeds]
+            dense[mn] = statistics.fmean(vals)
+            rows.append({"model": mn, "method": "dense", "sparsity": 0.0, "test_acc": round(dense[mn], 4)})
+        for meth in cfg.methods:
+            for k in cfg.sparsities:
+                res = [_one(cfg, data, mn, meth, k, s, run) for s in seeds]
+                acc[(mn, meth, k)] = [r["test_acc"] for r in res]
+                zeros_ok &= all(r["zeros_ok"] for r in res)
+                if k == max(cfg.sparsities):
+                    dens[(mn, meth)] = res[0]["density"]
+                rows.append({"model": mn, "method": meth, "sparsity": k,
+                             "test_acc": round(statistics.fmean(acc[(mn, meth, k)]), 4),
+                             "spread": round(max(acc[(mn, meth, k)]) - min(acc[(mn, meth, k)]), 4)})
     run.save_table("accuracy", rows, caption="Test accuracy after training (mean over seeds) per model, scorer, sparsity.")
     _figures(cfg, acc, dens, dense, run)
     summary: dict[str, Any] = {"dense_acc": dense, "masked_weights_stay_zero": zeros_ok, "seeds": seeds}

@@ -52,6 +52,8 @@ class SparseyRecipeConfig(RecipeConfig):
         n_pairs: Random test pairs in the overlap scatter.
     """
 
+    threads: int | None = 1  # the CSA runs many tiny ops: one thread is fastest (and fair on shared CPUs)
+
     image_data: Literal["digits", "mnist", "none"] = "digits"
     data_dir: str | None = None
     train_per_class: int = 100
@@ -344,8 +346,6 @@ def _videos_stage(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
 )
 def run(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
     torch.set_grad_enabled(False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CSA runs many tiny ops: one thread is fastest (and fair on shared CPUs)
     try:
         out: dict[str, Any] = {}
         if cfg.image_data != "none":
@@ -354,5 +354,4 @@ def run(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
             out["videos"] = _videos_stage(cfg, run)
     finally:
         torch.set_grad_enabled(True)
-        torch.set_num_threads(threads)
     return out

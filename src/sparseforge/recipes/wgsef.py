@@ -81,7 +81,7 @@ class WgsefConfig(RecipeConfig):
         gl_search_steps: number of group-lasso trainings in the calibration search.
         gl_epochs: epochs of each group-lasso training (None: ``epochs``).
         latency_batch / latency_repeats: latency measurement (median of repeats, interleaved).
-        threads_small: torch intra-op threads for the built-in digits runs (0: leave unchanged).
+        threads: intra-op CPU threads (1 for the digits runs; the paper preset uses PyTorch's default).
     """
 
     model: str = "lenet5"
@@ -110,7 +110,7 @@ class WgsefConfig(RecipeConfig):
     gl_epochs: int | None = None
     latency_batch: int = 64
     latency_repeats: int = 30
-    threads_small: int = 1
+    threads: int | None = 1  # tiny digits models run ~10-100x faster on one thread on a shared CPU
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,7 +133,7 @@ class WgsefConfig(RecipeConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": 3, "gl_search_steps": 1, "latency_repeats": 5},
     "quick": {"epochs": 24, "gl_search_steps": 4, "gl_epochs": 16},
-    "paper": {"model": "vgg16", "dataset": "cifar10", "epochs": 200, "lr": 0.1, "batch_size": 128,
+    "paper": {"threads": None, "model": "vgg16", "dataset": "cifar10", "epochs": 200, "lr": 0.1, "batch_size": 128,
               "gl_search_steps": 4, "latency_repeats": 50},
 }
 
@@ -181,15 +181,7 @@ def _layer_stats(model: nn.Module, names: list[str], prox_map: dict, grouping: s
     headline=("dense_acc", "wgsef_acc", "acc_drop", "groups_removed_frac", "latency_speedup", "group_lasso_acc"),
 )
 def run(cfg: WgsefConfig, run: Run) -> dict:
-    # Tiny models (digits) run ~10-100x faster single-threaded on a shared CPU: intra-op threads
-    # spin against other processes. Scoped to this recipe; restored afterwards.
-    n_threads = torch.get_num_threads()
-    if cfg.dataset == "digits" and cfg.device == "cpu" and cfg.threads_small > 0:
-        torch.set_num_threads(cfg.threads_small)
-    try:
-        return _run(cfg, run)
-    finally:
-        torch.set_num_threads(n_threads)
+    return _run(cfg, run)
 
 
 def _run(cfg: WgsefConfig, run: Run) -> dict:

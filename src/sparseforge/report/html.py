@@ -211,10 +211,14 @@ def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def run_demo(out: str | Path = "demo", *, preset: str = "quick", only: list[str] | None = None) -> Path:
+def run_demo(
+    out: str | Path = "demo", *, preset: str = "quick", only: list[str] | None = None, threads: int | None = 1
+) -> Path:
     """Run every registered recipe at ``preset`` into ``out/<recipe>`` and write ``out/index.html``.
 
-    A failing recipe is recorded in the index (and the demo exits non-zero) but does not stop the others.
+    The quick presets train small models, which run fastest on one CPU thread (and keep their
+    timings stable on a busy machine), hence ``threads=1`` by default. A failing recipe is
+    recorded in the index (and the demo exits non-zero) but does not stop the others.
     """
     from ..recipes import run_recipe
     from ..registry import RECIPES
@@ -234,7 +238,7 @@ def run_demo(out: str | Path = "demo", *, preset: str = "quick", only: list[str]
         t0 = time.perf_counter()
         row: dict[str, Any] = {"name": n}
         try:
-            path, summary = run_recipe(n, preset=preset, out=out / n)
+            path, summary = run_recipe(n, preset=preset, out=out / n, threads=threads)
             rec = RECIPES.get(n)
             keys = list(rec.headline) or [k for k in summary if k != "wall_time_s"][:6]
             row.update(ok=True, report=True, headline={k: summary.get(k) for k in keys})
