@@ -15,15 +15,6 @@ from sparseforge.registry import MODELS
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny convs are much faster without OpenMP contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Models of the conv / MLP / residual families: compaction must strictly shrink them.
 SHRINKING_MODULES = {f"sparseforge.models.{m}" for m in ("mlp", "lenet", "vgg", "resnet", "mobilenet")}
 

@@ -19,14 +19,6 @@ from sparseforge.models.grokking import (
 from sparseforge.recipes.grokking_tickets import GrokkingTicketsConfig, frequency_entropy, grokking_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_models_have_the_spec_weight_counts_and_shapes():
     m = grokking_mlp()
     assert sum(p.numel() for p in m.parameters()) == 115_000

@@ -21,14 +21,6 @@ from sparseforge.pruning import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _data(p=11, n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, p, (n, 2), generator=g)

@@ -12,14 +12,6 @@ from sparseforge import metrics
 from sparseforge.models import create_model, example_input
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_linear_flops_are_two_in_out_batch() -> None:
     lin = nn.Linear(7, 5)
     assert metrics.flops(lin, torch.randn(3, 7)) == 2 * 7 * 5 * 3

@@ -24,14 +24,6 @@ from sparseforge.pruning import (
 from sparseforge.pruning.scores import SCORERS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _nk(x: float) -> int:  # round half up
     return math.floor(x + 0.5 + 1e-9)
 

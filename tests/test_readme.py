@@ -16,4 +16,7 @@ def test_readme_opens_with_the_two_commands():
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_readme_block_runs(i, capsys):
-    exec(compile(BLOCKS[i], f"README.md block {i}", "exec"), {})
+    assert "assert " in BLOCKS[i], "every README example checks what it claims"
+    ns: dict = {}
+    exec(compile(BLOCKS[i], f"README.md block {i}", "exec"), ns)  # the block's own asserts must hold
+    assert len(ns) > 1

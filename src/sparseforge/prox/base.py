@@ -15,6 +15,7 @@ one entry per output unit, spec §2.1 ``include_coupled``) that belong to the sa
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -94,7 +95,7 @@ def check_coupled(grouping: str, coupled: Sequence[torch.Tensor]) -> tuple[torch
     return coupled
 
 
-class ProxOperator:
+class ProxOperator(ABC):
     """A regularizer R with strength ``weight`` (λ) and its proximal map.
 
     Subclasses implement :meth:`penalty` (λ·R(θ), a differentiable 0-d tensor) and
@@ -115,11 +116,13 @@ class ProxOperator:
         self.weight = check_weight(weight)
 
     # -- single tensor -------------------------------------------------------------------
-    def penalty(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """The penalty value of one tensor (a 0-d tensor, without the weight λ applied twice)."""
 
-    def prox_(self, w: torch.Tensor, step: float) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def prox_(self, w: torch.Tensor, step: float) -> torch.Tensor:
+        """Apply the proximal operator with step ``step * weight`` to ``w`` in place; returns ``w``."""
 
     def gamma(self, step: float) -> float:
         return check_step(step) * self.weight
