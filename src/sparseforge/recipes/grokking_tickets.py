@@ -496,6 +496,7 @@ def _figures(cfg: GrokkingTicketsConfig, results: list[dict[str, Any]], summary_
         "paper": {"seeds": (1, 2, 3)},
     },
     help="Grokking tickets: lottery tickets vs dense / norm-matched / pruning-at-init on modular addition",
+    headline=("t_gen/dense", "t_gen/ticket", "speedup_ticket_vs_dense", "t_gen/dense_l2", "t_gen/random", "t_gen/snip"),
 )
 def run(cfg: GrokkingTicketsConfig, run: Run) -> dict[str, Any]:
     seeds = list(cfg.seeds) or [cfg.seed]

@@ -186,6 +186,8 @@ def _figures(cfg: PruningAtInitConfig, acc: dict[tuple[str, str, float], list[fl
         "paper": {},
     },
     help="Pruning at init: magnitude / random / SNIP / GraSP / SynFlow on digits MLP and LeNet-5 across sparsities",
+    headline=("dense_acc/lenet5", "acc/lenet5/synflow/0.95", "acc/lenet5/snip/0.95", "acc/lenet5/grasp/0.95",
+              "acc/lenet5/random/0.95", "acc/lenet5/magnitude/0.95"),
 )
 def run(cfg: PruningAtInitConfig, run: Run) -> dict[str, Any]:
     seeds = list(cfg.seeds) or [cfg.seed]

@@ -343,6 +343,8 @@ def _videos_stage(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
         },
     },  # fmt: skip
     help="Sparsey SDR memory: single-pass learning on digits (MNIST at paper) and moving-shape videos",
+    headline=("images/acc_svm", "images/acc_nn_overlap", "images/acc_count", "images/acc_knn_pixels",
+              "images/learn_time_s", "videos/acc_svm"),
 )
 def run(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
     torch.set_grad_enabled(False)

@@ -322,6 +322,7 @@ ABLATIONS = {
                   "final_eval_tokens": 1_000_000, "sst_ablations": ("top_r", "uniform", "plain_grad")},
     },
     help="SST vs full-rank, LoRA, ReLoRA, GaLore: a byte-level OPT-style LM trained from scratch",
+    headline=("full/val_ppl", "sst/val_ppl", "lora/val_ppl", "relora/val_ppl", "galore/val_ppl", "gap_reduction"),
 )
 def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
     """Train every method at the same rank and budget; report perplexity, memory and speed.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.checkpoint import atomic_write_text
+from ..engine.run import flatten
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d1d1f;padding:0 1rem}
@@ -240,8 +241,9 @@ def run_demo(
         try:
             path, summary = run_recipe(n, preset=preset, out=out / n, threads=threads)
             rec = RECIPES.get(n)
-            keys = list(rec.headline) or [k for k in summary if k != "wall_time_s"][:6]
-            row.update(ok=True, report=True, headline={k: summary.get(k) for k in keys})
+            flat = flatten(summary)
+            keys = list(rec.headline) or [k for k in flat if k != "wall_time_s"][:6]
+            row.update(ok=True, report=True, headline={k: flat.get(k) for k in keys})
         except Exception as e:  # noqa: BLE001 - the demo reports every recipe
             traceback.print_exc()
             row.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
