@@ -333,10 +333,13 @@ def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
     xv, yv = eval_windows(corpus.val, cfg.seq_len, max_tokens=cfg.final_eval_tokens)
     results: dict[str, dict[str, Any]] = {}
     jobs = [(m, m, None) for m in cfg.methods] + [(f"sst_{a}", "sst", ABLATIONS[a]) for a in cfg.sst_ablations]
-    for series, method, variant in jobs:
+    def stage(series: str, method: str, variant: dict[str, Any] | None) -> dict[str, Any]:
         res = train_method(cfg, run, corpus, (xv, yv), method, series, variant=variant)
         res.pop("model")
-        results[series] = res
+        return res
+
+    for series, method, variant in jobs:  # each method is a stage: --resume skips finished ones
+        results[series] = run.cached(series, lambda s=series, m=method, v=variant: stage(s, m, v))
     ppl = {k: v["val_ppl"] for k, v in results.items()}
     gap = gap_ppr = None
     if "full" in ppl and "sst" in ppl:
