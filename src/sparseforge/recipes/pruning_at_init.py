@@ -152,6 +152,7 @@ def _figures(cfg: PruningAtInitConfig, acc: dict[tuple[str, str, float], list[fl
             ax.fill_between(ks, lo, hi, color=f"C{i}", alpha=0.15)
         if mn in dense:
             ax.axhline(dense[mn], color="k", ls=":", lw=1, label="dense")
+            ax.set_ylim(top=max(ax.get_ylim()[1], dense[mn] + 0.02))  # keep the dense reference in view
         ax.set(xlabel="sparsity (fraction removed)", ylabel="test accuracy", title=mn)
         ax.legend(fontsize=8)
     run.save_figure(fig, "accuracy_vs_sparsity",
