@@ -36,6 +36,7 @@ def test_list_shows_every_registered_recipe(capsys):
         (["run", "magnitude", "--set", "dataset=mnist"], "data_dir"),
         (["run", "magnitude", "--set", "sparsity=1.5"], "sparsity"),
         (["report", "/no/such/run"], "not a run directory"),
+        (["run", "magnitude", "--set", "threads=0"], "threads must be >= 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -72,3 +73,16 @@ def test_run_writes_the_run_directory_contract(tmp_path):
     # report rebuild works on its own
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
+
+
+def test_out_that_is_a_file_and_resume_with_another_config_exit_2(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["run", "magnitude", "--preset", "smoke", "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    out = tmp_path / "r"
+    (out).mkdir()
+    (out / "config.json").write_text('{"recipe": "magnitude", "preset": "smoke", "epochs": 99}')
+    assert main(["run", "magnitude", "--preset", "smoke", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and len(err.strip().splitlines()) == 1

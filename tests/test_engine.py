@@ -74,3 +74,89 @@ def test_run_cached_stage_is_reused_only_on_resume(tmp_path):
     Run(tmp_path, resume=True).cached("s", lambda: calls.append(2) or {"v": 2})
     assert calls == [1]
     assert Run(tmp_path).cached("s", lambda: {"v": 3}) == {"v": 3}
+
+
+def _cosine_run(run, epochs, resume=False):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
+    x, y = _data()
+    fit(model, make_loader((x, y), 32, seed=0), opt, loss_fn=F.cross_entropy, epochs=epochs, scheduler=sched,
+        callbacks=[CheckpointCallback(run, "main")], run=run, series="main", resume=resume)
+    return model, opt
+
+
+def test_resume_restores_the_lr_schedule(tmp_path):
+    full, opt_full = _cosine_run(Run(tmp_path / "a"), epochs=6)
+    _cosine_run(Run(tmp_path / "b"), epochs=3)
+    resumed, opt_res = _cosine_run(Run(tmp_path / "b", resume=True), epochs=6, resume=True)
+    assert opt_res.param_groups[0]["lr"] == pytest.approx(opt_full.param_groups[0]["lr"], rel=1e-9)
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_early_stop_survives_resume_and_eval_may_report_a_loss(tmp_path):
+    x, y = _data()
+
+    def go(resume):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        ev = EvalCallback(lambda m: {"loss": F.cross_entropy(m(x), y), "step": -1}, every=1,
+                          stop_when=lambda d: True)
+        run = Run(tmp_path, resume=resume)
+        return fit(model, make_loader((x, y), 32), opt, loss_fn=F.cross_entropy, epochs=10,
+                   callbacks=[ev, CheckpointCallback(run, "s")], run=run, series="s", resume=resume)
+
+    assert go(False).epoch == 1
+    st = go(True)
+    assert st.epoch == 1 and st.step == 4  # the stop decision was saved; nothing more trained
+    rows = Run(tmp_path, resume=True).read_metrics()
+    assert rows[0]["step"] == 4 and "loss" in rows[0]
+
+
+def test_fit_refuses_an_empty_epoch():
+    model = nn.Linear(4, 2)
+    x, y = _data(8)
+    loader = make_loader((x, y), 32, drop_last=True)  # no full batch
+    with pytest.raises(ValueError, match="no batch"):
+        fit(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=F.cross_entropy, steps=5)
+
+
+def test_rerun_stage_on_resume_does_not_duplicate_rows(tmp_path):
+    run = Run(tmp_path)
+    run.cached("a", lambda: run.log(1, series="a", v=1.0) or 1)
+    run.log(5, series="b", v=2.0)  # an interrupted stage "b" logged outside any cached stage
+
+    def stage_b(r):
+        r.log(5, series="b", v=3.0)
+        return 2
+
+    r2 = Run(tmp_path, resume=True)
+    r2.cached("b", lambda: stage_b(r2))
+    r3 = Run(tmp_path, resume=True)
+    r3._drop_stage_rows("b")
+    r3.cached("b2", lambda: stage_b(r3))
+    r4 = Run(tmp_path, resume=True)
+    r4.cached("b2", lambda: stage_b(r4))  # reused: no new rows
+    rows = Run(tmp_path, resume=True).read_metrics()
+    assert [r.get("stage") for r in rows].count("b2") == 1
+    assert [r.get("stage") for r in rows].count("a") == 1
+
+
+def test_run_dir_that_is_a_file_is_a_user_error(tmp_path):
+    from sparseforge.errors import UserError
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        Run(f)
+
+
+def test_fresh_run_clears_stale_results(tmp_path):
+    run = Run(tmp_path)
+    run.save_summary({"acc": 1.0})
+    run.save_table("t", [{"a": 1}])
+    Run(tmp_path)  # a fresh run in the same folder
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "tables.json").exists()

@@ -105,3 +105,21 @@ def test_load_sparsity_rejects_wrong_model_and_files(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataFormatError):
         M.load_sparsity(model, bad)
+
+
+def test_masks_follow_the_model_to_another_dtype():
+    model = _model()
+    masks = _random_masks(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    ms = M.attach(model, masks, opt)
+    model.double()  # moved after attach: the same path as .to("cuda")
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 1, 8, 8, dtype=torch.float64)).square().mean().backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert params[n].dtype == torch.float64
+        assert torch.count_nonzero(params[n][~m]) == 0
+        assert torch.count_nonzero(params[n].grad[~m]) == 0
+    ms.detach()

@@ -33,3 +33,14 @@ def test_index_links_every_run(tmp_path):
                                {"name": "b", "ok": False, "error": "boom", "seconds": 0.1}])
     html = p.read_text()
     assert "a/report.html" in html and "acc = 0.9" in html and "failed: boom" in html
+
+
+def test_report_survives_non_finite_metrics(tmp_path):
+    run = Run(tmp_path)
+    run.save_config({"recipe": "toy"})
+    for s, v in enumerate([1.0, float("inf"), float("-inf"), float("nan"), 0.5]):
+        run.log(s, series="a", ppl=v)
+    run.save_summary({"ppl": float("inf")})
+    html = build_report(tmp_path).read_text()
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"ppl": "inf"}
+    assert "data:image/png;base64" in html

@@ -57,11 +57,19 @@ class MaskSet:
         for name, m in self.masks.items():
             yield name, p[name], m
 
+    def _keep(self, i: int) -> torch.Tensor:
+        """The cached float mask of pair ``i``, following its parameter across devices/dtypes."""
+        param, keep = self._pairs[i]
+        if keep.device != param.device or keep.dtype != param.dtype:  # the model moved after attach()
+            keep = keep.to(device=param.device, dtype=param.dtype)
+            self._pairs[i] = (param, keep)
+        return keep
+
     @torch.no_grad()
     def apply_(self) -> MaskSet:
         """Zero every masked entry now."""
-        for param, keep in self._pairs:
-            param.mul_(keep)
+        for i, (param, _) in enumerate(self._pairs):
+            param.mul_(self._keep(i))
         return self
 
     def hook_optimizer(self, optimizer: torch.optim.Optimizer) -> MaskSet:
@@ -79,7 +87,8 @@ class MaskSet:
 
     @torch.no_grad()
     def _zero_state(self, optimizer: torch.optim.Optimizer) -> None:
-        for param, keep in self._pairs:
+        for i, (param, _) in enumerate(self._pairs):
+            keep = self._keep(i)
             for v in optimizer.state.get(param, {}).values():
                 if isinstance(v, torch.Tensor) and v.shape == param.shape:
                     v.mul_(keep.to(v.dtype))
@@ -125,13 +134,13 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.op
         clean[name] = m.detach().to(device=params[name].device, dtype=torch.bool)
     ms = MaskSet(model, clean)
 
-    def mask_grad_(param: torch.Tensor, keep: torch.Tensor) -> None:
+    def mask_grad_(param: torch.Tensor, i: int) -> None:
         if param.grad is not None:
-            param.grad.mul_(keep)
+            param.grad.mul_(ms._keep(i))
 
-    for param, keep in ms._pairs:
+    for i, (param, _) in enumerate(ms._pairs):
         if param.requires_grad:
-            ms._handles.append(param.register_post_accumulate_grad_hook(lambda q, k=keep: mask_grad_(q, k)))
+            ms._handles.append(param.register_post_accumulate_grad_hook(lambda q, i=i: mask_grad_(q, i)))
     ms.apply_()
     if optimizer is not None:
         ms.hook_optimizer(optimizer)

@@ -114,10 +114,12 @@ class EvalCallback(Callback):
             metrics = {k: float(v) for k, v in self.eval_fn(model).items()}
         model.train(was_training)
         row = {"step": state.step, "epoch": state.epoch, "loss": state.loss, **metrics}
+        row["step"] = state.step  # an eval_fn may not override the step
         state.history.append(row)
         run: Run | None = state.extra.get("run")
         if run is not None:
-            run.log(state.step, series=state.extra.get("series"), epoch=state.epoch, loss=state.loss, **metrics)
+            values = {k: v for k, v in row.items() if k not in ("step", "series")}
+            run.log(state.step, series=state.extra.get("series"), **values)
         if self.stop_when is not None and self.stop_when(metrics):
             state.stop = True
 
@@ -183,6 +185,8 @@ def _snapshot(state: FitState) -> dict[str, Any]:
         "history": state.history,
         "rng": _rng_state(),
         "callbacks": [cb.state_dict() for cb in cbs],
+        "scheduler": sched.state_dict() if (sched := state.extra.get("scheduler")) is not None else None,
+        "stop": state.stop,
     }
 
 
@@ -260,7 +264,7 @@ def fit(
     model = model.to(device)
     wrapped = D.wrap(model, str(device))
     state = FitState(model=wrapped, optimizer=optimizer)
-    state.extra.update(run=run, series=series, callbacks=list(callbacks))
+    state.extra.update(run=run, series=series, callbacks=list(callbacks), scheduler=scheduler)
     ck_name = checkpoint or series or "last"
     if resume and run is not None:
         snap = run.load_checkpoint(ck_name)
@@ -269,11 +273,15 @@ def fit(
             optimizer.load_state_dict(snap["optimizer"])
             state.step, state.epoch, state.history = snap["step"], snap["epoch"], snap["history"]
             _set_rng_state(snap["rng"])
+            state.stop = bool(snap.get("stop", False))
             for cb, sd in zip(callbacks, snap.get("callbacks", [])):
                 cb.load_state_dict(sd)
             if scheduler is not None:
-                for _ in range(state.step):
-                    scheduler.step()
+                if snap.get("scheduler") is not None:
+                    scheduler.load_state_dict(snap["scheduler"])
+                else:  # an old checkpoint without scheduler state: replay from the start
+                    for _ in range(state.step):
+                        scheduler.step()
     total = steps if steps is not None else (epochs or 0) * _safe_len(data)
     bar = progress(total=total or None, desc=desc, initial=min(state.step, total or 0))
     for cb in callbacks:
@@ -289,6 +297,7 @@ def fit(
         sampler = getattr(data, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state.epoch)
+        step_at_epoch_start = state.step
         for batch in data:
             batch = _to(batch, device)
             loss = step_fn(wrapped, batch)
@@ -310,6 +319,8 @@ def fit(
             if state.stop or (steps is not None and state.step >= steps):
                 break
         else:
+            if state.step == step_at_epoch_start:
+                raise ValueError("fit(): the data produced no batch in a whole epoch (empty dataset, or drop_last with a batch larger than it)")
             state.epoch += 1
             for cb in callbacks:
                 cb.on_epoch_end(state)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import UserError
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from .distributed import is_main_process
 
@@ -34,8 +35,8 @@ def _clean(v: Any) -> Any:
             v = v.item()
         except (ValueError, RuntimeError):
             v = v.tolist()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    if isinstance(v, float) and not math.isfinite(v):  # JSON has no nan/inf
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
     if isinstance(v, dict):
         return {k: _clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -59,13 +60,18 @@ class Run:
         self.write = is_main_process() if write is None else write
         self._figures: list[dict[str, str]] = []
         self._tables: dict[str, Any] = {}
+        self._stage: str | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"run directory {self.path} is a file; give --out a folder")
         if self.write:
             self.path.mkdir(parents=True, exist_ok=True)
             if resume:
                 self._figures = self._read_json("figures.json", [])
                 self._tables = self._read_json("tables.json", {})
-            elif (self.path / "metrics.jsonl").exists():
-                (self.path / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
+            else:  # a fresh run starts from a clean slate (stale results must not survive a failed rerun)
+                for name in ("metrics.jsonl", "summary.json", "tables.json", "figures.json", "report.html"):
+                    if (self.path / name).exists():
+                        (self.path / name).unlink()
 
     def _read_json(self, name: str, default: Any) -> Any:
         p = self.path / name
@@ -94,6 +100,8 @@ class Run:
         row: dict[str, Any] = {"step": int(step)}
         if series is not None:
             row["series"] = series
+        if self._stage is not None:
+            row["stage"] = self._stage
         row.update({k: _clean(v) for k, v in values.items()})
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
@@ -154,10 +162,25 @@ class Run:
         p = self.path / "stages" / f"{name}.pt"
         if self.resume and p.exists():
             return load_checkpoint(p)
-        out = fn()
+        if self.resume:
+            self._drop_stage_rows(name)  # rows logged by an interrupted attempt of this stage
+        outer, self._stage = self._stage, name
+        try:
+            out = fn()
+        finally:
+            self._stage = outer
         if self.write:
             save_checkpoint(out, p)
         return out
+
+    def _drop_stage_rows(self, stage: str) -> None:
+        p = self.path / "metrics.jsonl"
+        if not self.write or not p.exists():
+            return
+        keep = [r for r in self.read_metrics() if r.get("stage") != stage]
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

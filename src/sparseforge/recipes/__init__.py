@@ -79,6 +79,31 @@ def default_run_dir(name: str, preset: str, cfg: RecipeConfig, root: str | os.Pa
     return Path(root) / f"{name}-{preset}-{config_hash(cfg, name, preset)}"
 
 
+# Fields that may change between an interrupted run and its --resume without changing results.
+_RESUME_FREE = {"device", "threads", "version"}
+
+
+def _check_resumable(path: Path, record: dict[str, Any]) -> None:
+    """Refuse ``--resume`` into a run directory made with another config (its stages would not fit)."""
+    import json
+
+    p = path / "config.json"
+    if not p.exists():
+        return
+    try:
+        old = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return
+    new = json.loads(json.dumps(record))  # tuples -> lists, as stored
+    diff = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE and old.get(k) != new.get(k)]
+    if diff:
+        k = diff[0]
+        raise ConfigError(
+            f"--resume: {path} was run with another config ({k}: {old.get(k)!r} -> {new.get(k)!r}); "
+            "use a new --out or drop --resume"
+        )
+
+
 def run_recipe(
     name: str,
     *,
@@ -107,10 +132,14 @@ def run_recipe(
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     path = Path(out) if out is not None else default_run_dir(name, preset, cfg)
-    run = Run(path, resume=resume)
+    D.setup(str(cfg.device))  # before the recipe builds its loaders, so they shard under torchrun
     from .. import __version__
 
-    run.save_config({"recipe": name, "preset": preset, "version": __version__, **cfg.to_dict()})
+    record = {"recipe": name, "preset": preset, "version": __version__, **cfg.to_dict()}
+    if resume:
+        _check_resumable(path, record)
+    run = Run(path, resume=resume)
+    run.save_config(record)
     seed_everything(cfg.seed)
     import torch
 

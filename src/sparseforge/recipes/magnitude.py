@@ -123,7 +123,7 @@ def run(cfg: MagnitudeConfig, run: Run) -> dict:
         return {"state": model.state_dict(), "acc": res["test_acc"]}
 
     dense_res = run.cached("dense", dense_stage)
-    dense = create_model(cfg.model, **kw)
+    dense = create_model(cfg.model, **kw).to(cfg.device)
     dense.load_state_dict(dense_res["state"])
 
     def finetune(masks_fn, series: str) -> dict:
@@ -198,7 +198,8 @@ def run(cfg: MagnitudeConfig, run: Run) -> dict:
 def _accuracy(model: torch.nn.Module, data) -> float:
     from ..engine import evaluate_accuracy, make_loader
 
-    return evaluate_accuracy(model, make_loader(data.test, 512, shuffle=False))
+    device = next(model.parameters()).device
+    return evaluate_accuracy(model, make_loader(data.test, 512, shuffle=False), device)
 
 
 def _comparison_figure(dense_acc: float, uns_acc: float, st_acc: float, meas: dict):
