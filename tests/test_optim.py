@@ -170,3 +170,18 @@ def test_bad_inputs():
         for p in m.parameters():
             p.grad = torch.zeros_like(p)
         opt.step()
+
+
+def test_shared_operator_uses_each_parameter_groups_own_lr():
+    from sparseforge.optim import ProximalOptimizer
+    from sparseforge.prox import L1
+
+    a = torch.nn.Parameter(torch.ones(4, 3))
+    b = torch.nn.Parameter(torch.ones(4, 3))
+    base = torch.optim.SGD([{"params": [a], "lr": 0.01}, {"params": [b], "lr": 0.1}])
+    op = L1(weight=1.0)
+    opt = ProximalOptimizer(base, {a: op, b: op})
+    a.grad, b.grad = torch.zeros_like(a), torch.zeros_like(b)
+    opt.step()
+    assert torch.allclose(a, torch.full_like(a, 0.99))  # soft threshold by lr * weight
+    assert torch.allclose(b, torch.full_like(b, 0.90))

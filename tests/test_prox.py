@@ -567,3 +567,14 @@ def test_bad_inputs_raise_naming_the_parameter():
 def test_top_k_ties_lowest_index():
     keep = top_k_groups(torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5]), 2)
     assert keep.tolist() == [False, True, True, False, False]
+
+
+@pytest.mark.parametrize("scale", [1e-24, 1e20])
+def test_group_envelope_float32_extreme_magnitudes_match_float64(scale):
+    w64 = torch.tensor([3.0, 2.0, 1.0, 0.5], dtype=torch.float64).view(4, 1).repeat(1, 5) * scale
+    outs = {}
+    for dt in (torch.float32, torch.float64):
+        w = w64.to(dt).clone()
+        GroupEnvelope(2, "filter", 1.0, exact=True).prox_(w, 0.9)
+        outs[dt] = int((w.abs().amax(dim=1) > 0).sum())
+    assert outs[torch.float32] == outs[torch.float64] == 2

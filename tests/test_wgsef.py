@@ -55,3 +55,10 @@ def test_compaction_of_wgsef_model_is_exact():  # §7.23-7.24 on a WGSEF-pruned 
     assert n_after < n_before
     convs = [m for m in small.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [3, 8]
+
+
+def test_recipe_runs_with_the_digits_mlp(tmp_path):
+    from sparseforge.recipes import run_recipe
+
+    _, s = run_recipe("wgsef", preset="smoke", overrides={"model": "digits_mlp"}, out=tmp_path / "mlp")
+    assert 0.0 <= s["wgsef_acc"] <= 1.0 and s["params_compact"] < s["params_dense"]

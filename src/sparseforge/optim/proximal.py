@@ -98,13 +98,16 @@ class ProximalOptimizer(torch.optim.Optimizer):
             return
         lr_of = {id(p): float(g["lr"]) for g in self.param_groups for p in g["params"]}
         for op, params in _by_operator(self.prox).items():
-            step = lr_of[id(params[0])] * rho
-            if step * op.weight == 0.0:
-                continue  # weight 0: exactly the base optimizer
-            if op.joint or len(params) > 1:
-                op.prox_tensors_(params, step)
-            else:
-                op.prox_(params[0], step)
+            lrs = [lr_of[id(p)] for p in params]
+            if op.joint:  # one problem over all its tensors: one step size (spec §2.7: gamma = lr * lambda * rho)
+                if max(lrs) != min(lrs):
+                    raise UserError("a joint prox operator (grouping='layer') spans parameter groups with different lrs")
+                if lrs[0] * rho * op.weight != 0.0:
+                    op.prox_tensors_(params, lrs[0] * rho)
+            else:  # every tensor with its own group's lr
+                for p, lr in zip(params, lrs):
+                    if lr * rho * op.weight != 0.0:  # weight 0: exactly the base optimizer
+                        op.prox_(p, lr * rho)
             if self.reset_momentum_on_prune:
                 for p in list(params) + list(getattr(op, "coupled", ())):
                     self._reset_state(p)

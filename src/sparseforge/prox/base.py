@@ -58,10 +58,14 @@ def scale_shape(grouping: str, shape: torch.Size | tuple[int, ...]) -> tuple[int
 
 
 def lifted_sq_norms(w: torch.Tensor, grouping: str, coupled: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-    """Squared group norms (n_groups,) of ``w`` plus the coupled tensors' entries (float32/64 as w)."""
+    """Squared group norms (n_groups,) of ``w`` plus the coupled tensors' entries, in float64.
+
+    Float64 even for float32 weights (spec §6: the kernel works in float64): squares of tiny or
+    huge float32 entries would underflow to 0 or overflow to inf and change which groups survive.
+    """
     from ..groups import group_view
 
-    g = group_view(w, grouping)  # (m, group_size)
+    g = group_view(w, grouping).to(torch.float64)  # (m, group_size)
     sq = (g * g).sum(dim=1)
     for c in coupled:
         sq = sq + c.reshape(-1).to(sq.dtype) ** 2

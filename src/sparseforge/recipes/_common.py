@@ -60,10 +60,30 @@ def _digits(seed: int) -> Any:
     return DATASETS.get("digits")(split_seed=seed)
 
 
-def model_kwargs_for(data: Any) -> dict[str, Any]:
-    """``in_channels``, ``input_size`` and ``num_classes`` for an image :class:`DataSplits`."""
+def model_kwargs_for(data: Any, model: str | None = None) -> dict[str, Any]:
+    """``in_channels``, ``input_size`` and ``num_classes`` for an image :class:`DataSplits`.
+
+    With ``model`` given, only the keywords its builder accepts are returned; a builder with a
+    fixed input size (e.g. ``digits_mlp``) on data of another shape is a one-line ConfigError.
+    """
+    import inspect
+
+    from ..errors import ConfigError
+    from ..registry import MODELS
+
     shape = tuple(data.input_shape)
-    return {"in_channels": int(shape[0]), "input_size": int(shape[-1]), "num_classes": int(data.num_classes)}
+    kw = {"in_channels": int(shape[0]), "input_size": int(shape[-1]), "num_classes": int(data.num_classes)}
+    if model is None:
+        return kw
+    entry = MODELS.entry(model)
+    params = inspect.signature(entry.obj).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kw
+    fixed = tuple(entry.meta.get("input_shape", ()))
+    dropped = [k for k in ("in_channels", "input_size") if k not in params]
+    if dropped and fixed and fixed != shape:
+        raise ConfigError(f"model {model!r} takes inputs of shape {fixed}, but the dataset has {shape}; choose another model")
+    return {k: v for k, v in kw.items() if k in params}
 
 
 def train_classifier(

@@ -112,7 +112,7 @@ def _global_magnitude_masks(model: torch.nn.Module, sparsity: float) -> dict[str
 )
 def run(cfg: MagnitudeConfig, run: Run) -> dict:
     data = load_classification(cfg.dataset, cfg.data_dir, allow_pickle=cfg.allow_pickle, seed=cfg.seed)
-    kw = model_kwargs_for(data)
+    kw = model_kwargs_for(data, cfg.model)
     train_kw = dict(batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=cfg.seed, run=run, device=cfg.device)
     ft_lr = cfg.lr * cfg.finetune_lr_scale
 

@@ -188,7 +188,7 @@ def _run(cfg: WgsefConfig, run: Run) -> dict:
     from ..optim import ProximalOptimizer, build_prox_map, project_top_k_, regularized_layers
 
     data = load_classification(cfg.dataset, cfg.data_dir, allow_pickle=cfg.allow_pickle, seed=cfg.seed)
-    kw = model_kwargs_for(data)
+    kw = model_kwargs_for(data, cfg.model)
     augment = None
     if cfg.dataset == "cifar10":
         from ..data.cifar import random_crop_flip
