@@ -629,7 +629,7 @@ class GroupEnvelope(ProxOperator):
             return w
         mw = self._mult(w)
         g = self._safe_gamma(g, mw)
-        a = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt_()  # (m,)
+        a = lifted_sq_norms(w, self.grouping, self.coupled, dtype=torch.float64).sqrt_()  # (m,)
         scale = group_prox_scale(a, kk, g, weights=mw, exact=self.exact, method=self.method)
         scale_groups_(w, scale, self.grouping, self.coupled)
         return w
@@ -672,7 +672,7 @@ class GroupEnvelope(ProxOperator):
                     w.zero_()
             return None
         for w in ws:
-            y = lifted_sq_norms(w, self.grouping, self.coupled).to(torch.float64).sqrt()
+            y = lifted_sq_norms(w, self.grouping, self.coupled, dtype=torch.float64).sqrt()
             mw = self._mult(w)
             keep = top_k_groups(y if mw is None else y * mw, self.k_for(w))
             scale_groups_(w, keep.to(torch.float64), self.grouping, self.coupled)
