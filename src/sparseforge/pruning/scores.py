@@ -316,3 +316,14 @@ def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch
     if sc.needs_batch and batch is None:
         raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
     return sc(model, named, batch=batch, loss_fn=loss_fn, **kwargs)
+
+
+def scorer_options(method: str, *, seed: int = 0, grasp_temperature: float = 200.0, synflow_rounds: int = 100) -> dict[str, Any]:
+    """The keyword options that ``method`` takes, picked from the common ones (recipes pass them all)."""
+    if method == "random":
+        return {"seed": seed}
+    if method == "grasp":
+        return {"temperature": grasp_temperature}
+    if method == "synflow":
+        return {"rounds": synflow_rounds}
+    return {}

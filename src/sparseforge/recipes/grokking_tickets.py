@@ -73,6 +73,7 @@ from ..pruning import (
     snapshot,
     ticket_mask,
 )
+from ..pruning.scores import scorer_options
 from . import recipe
 
 ALL_VARIANTS = ("dense", "ticket", "ticket_mem", "ticket_transition", "dense_l1", "dense_l2", "random", "snip",
@@ -390,13 +391,8 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
         batch = (data[0], data[1])  # the whole training set as one batch (spec 2.6)
         for meth in pai:
             rewind(model, theta0 if cfg.pai_score_at == "init" else snaps["final"])
-            kw: dict[str, Any] = {}
-            if meth == "random":
-                kw["seed"] = seed
-            if meth == "grasp":
-                kw["temperature"] = cfg.grasp_temperature
-            if meth == "synflow":
-                kw["rounds"] = cfg.synflow_rounds
+            kw = scorer_options(meth, seed=seed, grasp_temperature=cfg.grasp_temperature,
+                                synflow_rounds=cfg.synflow_rounds)
             pm = prune_global(model, meth, k, batch=batch, params=names, scope=cfg.scope, **kw)
             out.setdefault("pai_density_by_layer", {})[meth] = density_by_layer(pm)
             ticket(meth, pm)

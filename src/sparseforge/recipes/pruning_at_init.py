@@ -37,7 +37,7 @@ from ..config import RecipeConfig
 from ..engine import Run
 from ..errors import ConfigError
 from ..pruning import density_by_layer, prunable_params, prune_global
-from ..pruning.scores import SCORERS
+from ..pruning.scores import SCORERS, scorer_options
 from . import recipe
 
 MODELS_SUPPORTED = ("digits_mlp", "lenet5")
@@ -108,13 +108,8 @@ def _one(cfg: PruningAtInitConfig, data: Any, model_name: str, method: str | Non
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(data.y_train), generator=g)[: cfg.score_batch]
         batch = (data.x_train[idx].to(cfg.device), data.y_train[idx].to(cfg.device))
-        kw: dict[str, Any] = {}
-        if method == "random":
-            kw["seed"] = seed
-        elif method == "grasp":
-            kw["temperature"] = cfg.grasp_temperature
-        elif method == "synflow":
-            kw["rounds"] = cfg.synflow_rounds
+        kw = scorer_options(method, seed=seed, grasp_temperature=cfg.grasp_temperature,
+                            synflow_rounds=cfg.synflow_rounds)
         model.train()
         masks = prune_global(model, method, k, batch=batch, params=names, **kw)
     if cfg.optimizer == "adam":
