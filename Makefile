@@ -6,7 +6,7 @@ STAMP   := .venv/.installed
 TORCH   := torch==2.13.0
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow bench bench-setup lint report-check clean
 
 setup: $(STAMP)
 
@@ -26,8 +26,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+# the benchmarks compare against Torch-Pruning: install the [bench] extra first, so no row is silently skipped
+bench-setup: $(STAMP)
+	$(PIP) install -q -e '.[dev,bench]'
+
+bench: bench-setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# renders the demo index and every report in headless Chromium (when installed) and writes screenshots
+report-check: $(STAMP)
+	$(PY) tools/report_check.py demo
 
 lint: $(STAMP)
 	.venv/bin/ruff check src tests benchmarks
