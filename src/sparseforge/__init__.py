@@ -12,6 +12,8 @@ from typing import Any
 
 _LAZY = {
     "compact": ("sparseforge.compact", "compact"),
+    "deploy": ("sparseforge.deploy", "deploy"),
+    "select": ("sparseforge.targeting", "select"),
     "Run": ("sparseforge.engine.run", "Run"),
     "fit": ("sparseforge.engine.fit", "fit"),
     "run_recipe": ("sparseforge.recipes", "run_recipe"),
