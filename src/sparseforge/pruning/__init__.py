@@ -2,8 +2,11 @@
 
 Public contract (ARCHITECTURE.md)::
 
-    sparseforge.pruning.scores(model, method, *, batch=None, loss_fn=None, params=None) -> {name: tensor}
-    sparseforge.pruning.prune_global(model, scores, sparsity) -> {name: bool mask}
+    sparseforge.pruning.scores(model, method, *, batch=None, loss_fn=None, targets=None) -> {name: tensor}
+    sparseforge.pruning.prune_global(model, scores, sparsity, *, targets=None) -> {name: bool mask}
+
+``targets`` are module names or patterns (:func:`sparseforge.select`); their weights (parameters with >= 2
+dimensions) are scored and pruned; the default is every weight of the model.
 
 ``sparsity`` is always the fraction of weights REMOVED (pruning rate k); masks are True = kept and
 paired with parameters by name. ``prune_global(model, "synflow", sparsity, batch=...)`` runs a
@@ -35,7 +38,10 @@ from .prune import (
     topk_masks,
 )
 from .scores import (
+    GraspOptions,
+    RandomOptions,
     Scorer,
+    SynflowOptions,
     get_scorer,
     grasp,
     hessian_gradient_product,
@@ -48,8 +54,11 @@ from .scores import (
 )
 
 __all__ = [
+    "GraspOptions",
     "LotteryResult",
+    "RandomOptions",
     "Scorer",
+    "SynflowOptions",
     "SnapshotCallback",
     "TrainResult",
     "apply_masks_",

@@ -34,6 +34,7 @@ from torch import nn
 from ..engine.fit import Callback, FitState
 from ..errors import UserError
 from .prune import Masks, apply_masks_, prune_global
+from ..targeting import Targets
 from .scores import prunable_params
 
 __all__ = [
@@ -162,10 +163,10 @@ def lottery_ticket(
     train_fn: Callable[[nn.Module, Masks | None, str], TrainResult],
     *,
     sparsity: float,
-    score_at: int | str = "final",
+    score_at: int | str | Callable[[TrainResult], int | str] = "final",
     rewind_to: int = 0,
     scope: str = "global",
-    params: Any = None,
+    targets: Targets = None,
     imp_rounds: int = 1,
     retrain: bool = True,
     theta0: State | None = None,
@@ -183,14 +184,16 @@ def lottery_ticket(
         train_fn: ``train_fn(model, masks, stage) -> TrainResult``; ``stage`` is ``"dense"``,
             ``"imp{r}"`` or ``"ticket"``. It must build a fresh optimizer and keep ``masks`` applied.
         sparsity: final pruning rate k (fraction removed).
-        score_at: which checkpoint of each training run to score (a step or ``"final"``).
+        score_at: which checkpoint of each training run to score: a step, ``"final"``, or a function of the
+            run's :class:`TrainResult` returning one (e.g. the first checkpoint after generalisation).
         rewind_to: 0 rewinds to theta_0; k > 0 to the dense run's checkpoint at step k.
         scope: ``"global"`` or ``"layerwise"``.
-        params: names / patterns of the prunable parameters (default: every weight with >= 2 dims).
+        targets: module names / patterns whose weights are pruned (:func:`sparseforge.select`; default every
+            weight with >= 2 dims, embeddings and classifier included).
         imp_rounds: number of prune rounds.
         retrain: train the final ticket (else ``ticket`` is None).
     """
-    names = list(prunable_params(model, params))
+    names = list(prunable_params(model, targets))
     theta0 = theta0 if theta0 is not None else snapshot(model)
     dense = train_fn(model, None, "dense")
     if rewind_to:
@@ -206,10 +209,12 @@ def lottery_ticket(
     last = dense
     rounds: list[TrainResult] = []
     for r in range(1, imp_rounds + 1):
-        if score_at not in last.checkpoints:
-            raise UserError(f"score_at={score_at!r}: the training callback returned no such checkpoint")
+        key = score_at(last) if callable(score_at) else score_at
+        if key not in last.checkpoints:
+            raise UserError(f"score_at={key!r}: the training callback returned no such checkpoint")
         k_r = sparsity if r == imp_rounds else 1.0 - (1.0 - rate) ** r
-        masks = ticket_mask(last.checkpoints[score_at], k_r, names=names, scope=scope, masks=masks)
+        masks = ticket_mask(last.checkpoints[key], k_r, names=names, scope=scope, masks=masks)
+        last.extra.setdefault("scored_checkpoint", key)
         if r < imp_rounds:
             rewind(model, theta_r, masks)
             last = train_fn(model, masks, f"imp{r}")

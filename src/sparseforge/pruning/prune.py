@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .scores import LossFn, get_scorer, prunable_params
+from ..targeting import Targets
+from .scores import LossFn, _names, get_scorer
 
 __all__ = [
     "apply_masks_",
@@ -134,7 +135,8 @@ def topk_masks(scores: dict[str, torch.Tensor], sparsity: float, *, scope: Scope
 
 def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any = None,
                  sparsity: float | None = None, *, scope: Scope = "global", masks: Masks | None = None,
-                 batch: Any = None, loss_fn: LossFn | None = None, params: Any = None, rounds: int | None = None,
+                 batch: Any = None, loss_fn: LossFn | None = None, targets: Targets = None,
+                 params: dict[str, nn.Parameter] | None = None, rounds: int | None = None,
                  schedule: Literal["exponential", "linear"] = "exponential", **scorer_kwargs: Any) -> Masks:
     """``prune_global(model, scores, sparsity) -> {param_name: bool mask}`` (True = kept).
 
@@ -146,6 +148,8 @@ def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any 
         sparsity: fraction of weights REMOVED (pruning rate k); exactly ``round((1-k) N)`` are kept.
         scope: ``"global"`` or ``"layerwise"``.
         masks: current masks (never revived).
+        targets: module names / patterns whose weights are pruned (:func:`sparseforge.select`); with a scores
+            dict, only the scores of those weights are kept (default: every scored tensor).
         batch, loss_fn, params, rounds, schedule, scorer_kwargs: used only when ``scores`` is a name.
     """
     if isinstance(model, dict) and sparsity is None:  # prune_global(scores, sparsity)
@@ -155,10 +159,17 @@ def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any 
     if isinstance(scores, str) or callable(scores):
         if model is None:
             raise UserError("prune_global with a scorer name needs the model")
-        return prune(model, scores, sparsity, batch=batch, loss_fn=loss_fn, params=params, scope=scope,
-                     rounds=rounds, schedule=schedule, masks=masks, **scorer_kwargs)
+        return prune(model, scores, sparsity, batch=batch, loss_fn=loss_fn, targets=targets, params=params,
+                     scope=scope, rounds=rounds, schedule=schedule, masks=masks, **scorer_kwargs)
     if not isinstance(scores, dict):
         raise UserError("scores must be a {param_name: tensor} dict or a scorer name")
+    if targets is not None:
+        if model is None:
+            raise UserError("prune_global with targets needs the model")
+        keep = set(_names(model, targets, None))
+        scores = {n: s for n, s in scores.items() if n in keep}
+        if not scores:
+            raise UserError(f"none of the scored weights belongs to targets={targets!r}")
     return topk_masks(scores, sparsity, scope=scope, masks=masks)
 
 
@@ -193,9 +204,9 @@ def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
 
 
 def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, loss_fn: LossFn | None = None,
-          params: Any = None, scope: Scope = "global", rounds: int | None = None,
-          schedule: Literal["exponential", "linear"] = "exponential", masks: Masks | None = None,
-          **scorer_kwargs: Any) -> Masks:
+          targets: Targets = None, params: dict[str, nn.Parameter] | None = None, scope: Scope = "global",
+          rounds: int | None = None, schedule: Literal["exponential", "linear"] = "exponential",
+          masks: Masks | None = None, **scorer_kwargs: Any) -> Masks:
     """Score and prune ``model`` to ``sparsity`` with ``method``, iteratively when it asks for rounds.
 
     SynFlow runs 100 rounds by default (``rounds`` overrides; 1 = one-shot). Each round scores the
@@ -207,12 +218,14 @@ def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, 
     """
     k = _check_sparsity(sparsity)
     sc = get_scorer(method)
-    n_rounds = int(rounds if rounds is not None else sc.rounds)
+    n_rounds = int(rounds if rounds is not None else sc.rounds_for(**scorer_kwargs))
+    scorer_kwargs = sc.options_for(**scorer_kwargs)
+    scorer_kwargs.pop("rounds", None)
     if n_rounds < 1:
         raise UserError(f"rounds must be >= 1, got {rounds}")
     if schedule not in ("exponential", "linear"):
         raise UserError(f"schedule must be 'exponential' or 'linear', got {schedule!r}")
-    named = params if isinstance(params, dict) else prunable_params(model, params)
+    named = _names(model, targets, params)
     if sc.needs_batch and batch is None:
         raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
     total = sum(p.numel() for p in named.values())

@@ -28,16 +28,21 @@ Equations (``theta`` the scored weights, ``L`` the loss on one batch):
 paper's rule). SNIP and GraSP are normalised (by ``sum |g theta|`` and ``|sum S| + 1e-10``); this
 does not change any ranking.
 
-Scorers are registered with ``register_method(name, family="scorer")`` and carry an ``iterative``
-default number of rounds (1 for one-shot scorers, 100 for SynFlow). The public entry point is
-:func:`scores`; pruning with the iterative schedule is :func:`sparseforge.pruning.prune`.
+**The scorer family.** A scorer is registered with ``register_method(name, family="scorer")``: either a
+:class:`Scorer` record (its function, an options dataclass, the default number of prune rounds, whether it
+needs a batch) or just a plain function ``fn(model, params, *, batch=None, **options) -> {param_name: score}``
+(``params``: ``{name: Parameter}``), which the family wraps in a :class:`Scorer`. The public entry point is
+:func:`scores`; pruning with a scorer's iterative schedule is :func:`sparseforge.pruning.prune`. Which weights
+are scored is said with ``targets=`` (module names or patterns, :func:`sparseforge.select`); the default is
+every weight matrix and kernel (parameters with >= 2 dimensions) of the model, embeddings and classifier included.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
-from collections.abc import Callable, Iterable
+import dataclasses
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..registry import METHODS, register_method
+from ..registry import METHODS, register_family, register_method
+from ..targeting import Targets, resolve_targets, target_parameters
 
 __all__ = [
-    "SCORERS",
+    "GraspOptions",
+    "RandomOptions",
     "Scorer",
+    "SynflowOptions",
     "get_scorer",
     "grasp",
     "hessian_gradient_product",
@@ -71,50 +79,31 @@ def _default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.double(), target)
 
 
-def prunable_params(
-    model: nn.Module,
-    params: Iterable[str] | str | None = None,
-    *,
-    exclude: Iterable[str] | str = (),
-    embeddings: bool = True,
-    min_dim: int = 2,
-) -> dict[str, nn.Parameter]:
-    """The parameters to score and prune, by name.
+def prunable_params(model: nn.Module, targets: Targets = None, *, min_dim: int = 2) -> dict[str, nn.Parameter]:
+    """The weights to score and prune: ``{param_name: parameter}``.
 
     Args:
         model: the network.
-        params: names or fnmatch patterns of the parameters to include (default: every parameter
-            with at least ``min_dim`` dimensions, i.e. weight matrices and kernels, no biases).
-        exclude: names or patterns to leave out.
-        embeddings: include ``nn.Embedding`` weights and parameters whose name contains ``embed``
-            (``unembed`` included). The grokking paper prunes them; set False to keep them dense.
-        min_dim: smallest number of dimensions of a default-selected parameter.
+        targets: module names or fnmatch patterns (:func:`sparseforge.select`); None = every module. Their own
+            parameters with at least ``min_dim`` dimensions are the weights (weight matrices and kernels, no
+            biases); a model holding raw parameters on its root module has the module name ``""``.
+        min_dim: smallest number of dimensions of a scored parameter.
+
+    Raises:
+        UserError: a target matches nothing, or the targets hold no such parameter.
     """
-    pats = [params] if isinstance(params, str) else (list(params) if params is not None else None)
-    excl = [exclude] if isinstance(exclude, str) else list(exclude)
-    emb_names = {f"{m}.weight" if m else "weight" for m, mod in model.named_modules() if isinstance(mod, nn.Embedding)}
-    out: dict[str, nn.Parameter] = {}
-    for name, p in model.named_parameters():
-        if pats is None:
-            if p.dim() < min_dim:
-                continue
-        elif not any(fnmatch.fnmatchcase(name, pat) for pat in pats):
-            continue
-        if any(fnmatch.fnmatchcase(name, pat) for pat in excl):
-            continue
-        if not embeddings and (name in emb_names or "embed" in name.rsplit(".", 1)[-1]):
-            continue
-        out[name] = p
+    out = target_parameters(model, resolve_targets(model, targets, family="pruning"), min_dim=min_dim)
     if not out:
-        raise UserError(f"no parameter of the model matches params={params!r} (exclude={exclude!r}); "
-                        "pass names or patterns from model.named_parameters()")
+        raise UserError(f"the targets {targets!r} hold no parameter with >= {min_dim} dimensions to prune")
     return out
 
 
-def _names(model: nn.Module, params: Any) -> dict[str, nn.Parameter]:
-    if isinstance(params, dict):
+def _names(model: nn.Module, targets: Targets, params: dict[str, nn.Parameter] | None) -> dict[str, nn.Parameter]:
+    if params is not None:
+        if not isinstance(params, dict):
+            raise UserError("params must be a {name: Parameter} dict; say which layers with targets=[module names]")
         return params
-    return prunable_params(model, params)
+    return prunable_params(model, targets)
 
 
 def _split(batch: Any) -> tuple[Any, torch.Tensor]:
@@ -248,62 +237,131 @@ def synflow(model: nn.Module, params: dict[str, nn.Parameter], *, batch: Any = N
 
 
 @dataclass(frozen=True)
+class RandomOptions:
+    """Options of the ``random`` scorer: ``seed`` of the i.i.d. U(0, 1) scores."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GraspOptions:
+    """Options of ``grasp``: the softmax ``temperature`` T of L_T (Wang et al. use T = 200)."""
+
+    temperature: float = 200.0
+
+
+@dataclass(frozen=True)
+class SynflowOptions:
+    """Options of ``synflow``: the number of prune ``rounds`` of its exponential schedule (Tanaka et al.: 100)."""
+
+    rounds: int = 100
+
+
+_SKIP_ARGS = ("model", "params", "batch", "loss_fn")
+
+
+@dataclass(frozen=True)
 class Scorer:
-    """A registered scoring rule.
+    """A registered scoring rule (the ``scorer`` family's protocol object).
 
     Attributes:
-        fn: ``fn(model, params, **kw) -> {name: score}`` (higher = kept).
-        rounds: default number of prune rounds (1 one-shot; SynFlow 100, exponential schedule).
+        fn: ``fn(model, params, *, batch=None, **options) -> {name: score}`` (higher = kept).
+        options: a dataclass of the scorer's own options and their defaults (None: read from ``fn``'s signature).
+        rounds: default number of prune rounds (1 one-shot; SynFlow 100, exponential schedule); an option
+            named ``rounds`` overrides it.
         needs_batch: whether the scorer needs labelled data.
     """
 
     fn: Callable[..., dict[str, torch.Tensor]]
+    options: type | None = None
     rounds: int = 1
     needs_batch: bool = False
 
     def __call__(self, model: nn.Module, params: dict[str, nn.Parameter], **kw: Any) -> dict[str, torch.Tensor]:
         return self.fn(model, params, **kw)
 
+    @classmethod
+    def coerce(cls, obj: Any) -> Scorer:
+        """A :class:`Scorer` for a registered object (a Scorer, or a plain plugin function)."""
+        if isinstance(obj, Scorer):
+            return obj
+        if callable(obj):
+            return cls(obj)
+        raise UserError(f"a scorer must be a function fn(model, params, *, batch=None, **options), got {type(obj).__name__}")
 
-# the built-in scorers (also looked up here directly, so scoring never needs the full registry)
-SCORERS: dict[str, Scorer] = {
-    "magnitude": Scorer(magnitude),
-    "random": Scorer(random_scores),
-    "snip": Scorer(snip, needs_batch=True),
-    "grasp": Scorer(grasp, needs_batch=True),
-    "synflow": Scorer(synflow, rounds=100),
-}
-for _name, _sc in SCORERS.items():
-    register_method(_name, family="scorer")(_sc)
+    def _signature(self) -> tuple[list[str], bool]:
+        """(explicit keyword names of ``fn`` besides model/params/batch/loss_fn, whether it takes ``**kwargs``)."""
+        try:
+            sig = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return [], True
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        names = [n for n, p in sig.parameters.items() if p.kind in kinds and n not in _SKIP_ARGS]
+        return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+    def option_names(self) -> list[str]:
+        """The options this scorer defines (its options dataclass' fields, else ``fn``'s keyword arguments)."""
+        if self.options is not None:
+            return [f.name for f in dataclasses.fields(self.options)]
+        return self._signature()[0]
+
+    def options_for(self, **common: Any) -> dict[str, Any]:
+        """This scorer's options picked from ``common`` (the options a caller offers every scorer).
+
+        The options dataclass' fields come back with ``common``'s value or their default; other keywords are
+        passed when ``fn`` names them (``input_shape``, ``generator``), or all of them when ``fn`` takes
+        ``**options`` and declares no dataclass (a plain plugin function). So a recipe can offer
+        ``seed=..., temperature=..., rounds=...`` to every scorer and each takes what it defines.
+        """
+        names, var_kw = self._signature()
+        if self.options is None and var_kw:
+            out = dict(common)
+        else:
+            out = {n: common[n] for n in names if n in common}
+        if self.options is not None:
+            vals = {f.name: common.get(f.name, f.default) for f in dataclasses.fields(self.options)}
+            out.update(dataclasses.asdict(self.options(**vals)))
+        return out
+
+    def rounds_for(self, **common: Any) -> int:
+        """Prune rounds: the scorer's own ``rounds`` option (SynFlow's), else the record's default."""
+        if "rounds" in self.option_names():
+            return int(self.options_for(**common).get("rounds", self.rounds))
+        return int(self.rounds)
+
+
+register_family("scorer", "pruning scores: fn(model, params, *, batch=None, **options) -> {param_name: importance}",
+                coerce=Scorer.coerce)
+register_method("magnitude", family="scorer")(Scorer(magnitude))
+register_method("random", family="scorer")(Scorer(random_scores, options=RandomOptions))
+register_method("snip", family="scorer")(Scorer(snip, needs_batch=True))
+register_method("grasp", family="scorer")(Scorer(grasp, options=GraspOptions, needs_batch=True))
+register_method("synflow", family="scorer")(Scorer(synflow, options=SynflowOptions, rounds=100))
 
 
 def get_scorer(method: str | Scorer | Callable[..., Any]) -> Scorer:
-    if isinstance(method, Scorer):
-        return method
-    if callable(method):
-        return Scorer(method)
-    if method in SCORERS:
-        return SCORERS[method]
-    obj = METHODS.get(method)
-    if not isinstance(obj, Scorer):
-        raise UserError(f"method {method!r} is not a pruning scorer; choose one of "
-                        f"{', '.join(METHODS.names(family='scorer'))}")
-    return obj
+    """The :class:`Scorer` for a registered name (plugins included), a Scorer, or a plain function."""
+    if isinstance(method, str):
+        return METHODS.resolve(method, "scorer")
+    return Scorer.coerce(method)
 
 
 def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch: Any = None,
-           loss_fn: LossFn | None = None, params: Iterable[str] | str | dict[str, nn.Parameter] | None = None,
-           **kwargs: Any) -> dict[str, torch.Tensor]:
+           loss_fn: LossFn | None = None, targets: Targets = None, params: dict[str, nn.Parameter] | None = None,
+           **options: Any) -> dict[str, torch.Tensor]:
     """Score every prunable weight of ``model`` with ``method`` (one round; higher = kept).
 
     Args:
         model: the network; it is not modified.
-        method: a registered scorer name (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``).
+        method: a registered scorer name (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``, or a
+            plugin's), a :class:`Scorer`, or a plain scoring function.
         batch: ``(x, y)``, needed by SNIP and GraSP; SynFlow only reads the input shape from it.
         loss_fn: ``loss_fn(logits, y)``; default cross-entropy in float64.
-        params: names / patterns of the parameters to score (default: every weight with >= 2 dims),
-            or a ``{name: parameter}`` dict from :func:`prunable_params`.
-        **kwargs: scorer options (``seed`` for random, ``temperature`` for GraSP, ``input_shape``).
+        targets: module names / patterns whose weights are scored (:func:`sparseforge.select`); default every
+            weight (>= 2 dims) of the model.
+        params: an explicit ``{name: parameter}`` dict instead of ``targets``.
+        **options: scorer options (``seed`` for random, ``temperature`` for GraSP, ``input_shape``); options a
+            scorer does not define are ignored when it declares an options dataclass.
 
     Returns:
         ``{param_name: scores}``, each of the parameter's shape, finite.
@@ -312,18 +370,14 @@ def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch
     ``prune_global(model, "synflow", sparsity)`` for that; this returns one round.
     """
     sc = get_scorer(method)
-    named = _names(model, params)
+    named = _names(model, targets, params)
     if sc.needs_batch and batch is None:
         raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
-    return sc(model, named, batch=batch, loss_fn=loss_fn, **kwargs)
+    opts = sc.options_for(**options)
+    opts.pop("rounds", None)  # a schedule option (prune), not a scoring one
+    return sc(model, named, batch=batch, loss_fn=loss_fn, **opts)
 
 
 def scorer_options(method: str, *, seed: int = 0, grasp_temperature: float = 200.0, synflow_rounds: int = 100) -> dict[str, Any]:
-    """The keyword options that ``method`` takes, picked from the common ones (recipes pass them all)."""
-    if method == "random":
-        return {"seed": seed}
-    if method == "grasp":
-        return {"temperature": grasp_temperature}
-    if method == "synflow":
-        return {"rounds": synflow_rounds}
-    return {}
+    """Deprecated: use ``get_scorer(method).options_for(seed=..., temperature=..., rounds=...)``."""
+    return get_scorer(method).options_for(seed=seed, temperature=grasp_temperature, rounds=synflow_rounds)

@@ -393,7 +393,7 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
             rewind(model, theta0 if cfg.pai_score_at == "init" else snaps["final"])
             kw = scorer_options(meth, seed=seed, grasp_temperature=cfg.grasp_temperature,
                                 synflow_rounds=cfg.synflow_rounds)
-            pm = prune_global(model, meth, k, batch=batch, params=names, scope=cfg.scope, **kw)
+            pm = prune_global(model, meth, k, batch=batch, scope=cfg.scope, **kw)
             out.setdefault("pai_density_by_layer", {})[meth] = density_by_layer(pm)
             ticket(meth, pm)
     if "sweep" in variants:

@@ -99,7 +99,7 @@ def _global_magnitude_masks(model: torch.nn.Module, sparsity: float) -> dict[str
     from ..pruning import prune_global, scores
 
     names = [f"{n}.weight" for n, _ in prunable_layers(model, skip_last=False)]
-    s = scores(model, "magnitude", params=names)
+    s = scores(model, "magnitude", params={n: p for n, p in model.named_parameters() if n in names})
     return prune_global(model, s, sparsity)
 
 

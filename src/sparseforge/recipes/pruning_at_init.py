@@ -37,7 +37,8 @@ from ..config import RecipeConfig
 from ..engine import Run
 from ..errors import ConfigError
 from ..pruning import density_by_layer, prunable_params, prune_global
-from ..pruning.scores import SCORERS, scorer_options
+from ..pruning.scores import scorer_options
+from ..registry import METHODS
 from . import recipe
 
 MODELS_SUPPORTED = ("digits_mlp", "lenet5")
@@ -68,8 +69,8 @@ class PruningAtInitConfig(RecipeConfig):
             if m not in MODELS_SUPPORTED:
                 raise ConfigError(f"unknown model {m!r}; choose from {', '.join(MODELS_SUPPORTED)}")
         for m in self.methods:
-            if m not in SCORERS:
-                raise ConfigError(f"unknown scorer {m!r}; choose from {', '.join(SCORERS)}")
+            if m not in METHODS.names(family="scorer"):
+                raise ConfigError(f"unknown scorer {m!r}; choose from {', '.join(METHODS.names(family='scorer'))}")
         for s in self.sparsities:
             if not 0 <= s < 1:
                 raise ConfigError(f"sparsities must be in [0, 1), got {s}")
