@@ -12,39 +12,193 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 PRESETS = ("smoke", "quick", "paper")
 
 
+# Default ranges by field name (ints only; None = unbounded). A config's ``limits`` ClassVar
+# overrides them per key. They stop inputs that would crash deep inside torch / numpy (a batch
+# size of 0, a negative seed) or run until killed (``epochs=1e12``) with a one-line error instead.
+SEED_MAX = 2**32 - 1  # numpy's seed range
+DEFAULT_LIMITS: tuple[tuple[str, tuple[int | None, int | None]], ...] = (
+    # (pattern, (min, max)): "name" exact, "*_suffix", "prefix_*"
+    ("seed", (0, SEED_MAX)),
+    ("seeds", (0, SEED_MAX)),
+    ("*_seed", (0, SEED_MAX)),
+    ("threads", (1, 1024)),
+    ("epochs", (1, 100_000)),
+    ("*_epochs", (0, 100_000)),
+    ("steps", (1, 10_000_000)),
+    ("*_steps", (0, 10_000_000)),
+    ("batch_size", (1, 1_048_576)),
+    ("*_batch", (1, 1_048_576)),
+    ("*_size", (1, 1_048_576)),
+    ("seq_len", (1, 1_048_576)),
+    ("d_*", (1, 65_536)),
+    ("*_dim", (1, 65_536)),
+    ("hidden", (1, 65_536)),
+    ("width", (1, 65_536)),
+    ("n_layers", (1, 1024)),
+    ("n_heads", (1, 1024)),
+)
+
+
+def _match(pattern: str, name: str) -> bool:
+    if pattern.startswith("*"):
+        return name.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def default_limit(name: str) -> tuple[int | None, int | None] | None:
+    """The default (min, max) of an integer field called ``name``, or None when it has none."""
+    for pattern, rng in DEFAULT_LIMITS:
+        if _match(pattern, name):
+            return rng
+    return None
+
+
+def config_limits(config_cls: type[RecipeConfig]) -> dict[str, tuple[float | None, float | None]]:
+    """Every field's (min, max): the name-based defaults, overridden by the config's ``limits``."""
+    own: dict[str, Any] = {}
+    for klass in reversed(config_cls.__mro__):
+        own.update(vars(klass).get("limits", None) or {})
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for f in fields(config_cls):
+        rng: Any = default_limit(f.name)
+        if f.name in own:
+            spec = own[f.name]
+            if spec is None:
+                rng = None
+            elif isinstance(spec, (tuple, list)):
+                rng = (spec[0], spec[1])
+            else:  # a number: the maximum (the default minimum stays)
+                rng = ((rng[0] if rng else None), spec)
+        if rng is not None:
+            out[f.name] = rng
+    for k, spec in own.items():  # limits may name keys that only a subclass has
+        if k not in out and spec is not None and any(f.name == k for f in fields(config_cls)):
+            out[k] = (spec[0], spec[1]) if isinstance(spec, (tuple, list)) else (None, spec)
+    return out
+
+
+def _fmt_num(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:,}".replace(",", "_") if isinstance(v, int) and abs(v) >= 10_000 else str(v)
+
+
 @dataclass
 class RecipeConfig:
-    """Fields every recipe config has.
+    """Fields every recipe config has, and the checks every config gets.
 
     Attributes:
-        seed: global random seed (``--seed``).
+        seed: global random seed (``--seed``), in [0, 2**32 - 1].
         device: ``cpu`` or ``cuda`` (``--device``).
         threads: intra-op CPU threads for the run (``--set threads=N``; None keeps PyTorch's
             default). Small models run fastest on one thread, and a busy machine thrashes with more.
+
+    Class variables a recipe config may declare (all optional):
+
+    * ``limits``: ``{key: max}`` or ``{key: (min, max)}`` (``None`` for no bound) overriding the
+      name-based defaults of :data:`DEFAULT_LIMITS`, which apply to integer fields: ``seed`` /
+      ``*_seed`` / ``seeds`` in [0, 2**32 - 1], ``threads`` <= 1024, ``epochs`` in [1, 100_000]
+      (``*_epochs`` from 0), ``steps`` in [1, 10_000_000] (``*_steps`` from 0), ``batch_size`` /
+      ``*_batch`` / ``*_size`` / ``seq_len`` in [1, 1_048_576], ``d_*`` / ``*_dim`` / ``hidden`` /
+      ``width`` in [1, 65_536], ``n_layers`` / ``n_heads`` in [1, 1024]. Tuples are checked per element.
+    * ``file_datasets``: the values of the ``dataset`` field that read files from ``data_dir``.
+      When declared, a ``data_dir`` given with any other (built-in) dataset is an error, and a
+      ``data_dir`` that is not an existing folder is an error.
+    * ``data_dirs``: the same for other pairs, ``{dir_field: (choice_field, choices that read it)}``,
+      e.g. ``{"video_dir": ("video_data", ("frames",))}``.
+
+    Float fields must be finite (``nan`` / ``inf`` are refused).
     """
 
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
 
+    limits: ClassVar[dict[str, Any]] = {}
+    file_datasets: ClassVar[tuple[str, ...] | None] = None
+    data_dirs: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
+
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        self.check_common()
+
+    def check_common(self) -> None:
+        """The generic checks: finite floats, per-key ranges (``limits``) and data folders."""
+        ranges = config_limits(type(self))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            _check_finite(f.name, v)
+            if f.name in ranges:
+                _check_range(f.name, v, *ranges[f.name])
+        self._check_data_dirs()
+
+    def _check_data_dirs(self) -> None:
+        names = {f.name for f in fields(self)}
+        dirs = dict(self.data_dirs or {})
+        if self.file_datasets is not None and {"dataset", "data_dir"} <= names:
+            dirs.setdefault("data_dir", ("dataset", tuple(self.file_datasets)))
+        for dir_field, (choice_field, readers) in dirs.items():
+            if dir_field not in names or choice_field not in names:
+                continue
+            path, choice = getattr(self, dir_field), getattr(self, choice_field)
+            if path is None:
+                continue
+            if not str(path).strip():
+                raise ConfigError(f"{dir_field} is empty; give the folder of the {choice_field} files, or leave it unset")
+            if choice not in readers:
+                who = f"{choice_field}={'/'.join(map(str, readers))}" if readers else "no dataset of this recipe"
+                raise ConfigError(
+                    f"{dir_field} is read only by {who}, and {choice_field}={choice!r} is built in (it would "
+                    f"ignore {dir_field}); drop {dir_field} or set {choice_field} to one that reads files"
+                )
+            p = Path(str(path)).expanduser()
+            if not p.exists():
+                raise ConfigError(f"{dir_field} {str(path)!r} does not exist; give the folder holding the {choice} files")
+            if not p.is_dir():
+                raise ConfigError(f"{dir_field} {str(path)!r} is a file; give the folder holding the {choice} files")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _check_finite(key: str, v: Any) -> None:
+    vals = v if isinstance(v, (tuple, list)) else (v,)
+    for x in vals:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ConfigError(f"{key}={x} is not a finite number; give a finite value")
+
+
+def _check_range(key: str, v: Any, lo: float | None, hi: float | None) -> None:
+    vals = v if isinstance(v, (tuple, list)) else (v,)
+    for x in vals:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            continue
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            if lo is not None and hi is not None:
+                rng = f"between {_fmt_num(lo)} and {_fmt_num(hi)}"
+            elif lo is not None:
+                rng = f">= {_fmt_num(lo)}"
+            else:
+                rng = f"<= {_fmt_num(hi)}"
+            what = "above the documented maximum" if hi is not None and x > hi else "below the minimum"
+            raise ConfigError(f"{key}={_fmt_num(x)} is {what}: {key} must be {rng}")
 
 
 def _jsonable(v: Any) -> Any:
@@ -70,9 +224,12 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return text
+    if not text.strip() and origin not in (tuple, list) and (tp is not str or _pathlike(key)):
+        hint = " (or none to unset it)" if origin in (Union, types.UnionType) and type(None) in get_args(tp) else ""
+        raise ConfigError(f"--set {key}= has no value; give one{hint}")
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if type(None) in args and text.lower() in ("none", "null", ""):
+        if type(None) in args and text.lower() in ("none", "null"):
             return None
         errors = []
         for a in args:
@@ -128,6 +285,10 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"--set {key}: values of type {_type_name(tp)} cannot be set from the command line")
 
 
+def _pathlike(key: str) -> bool:
+    return key.endswith(("_dir", "_path", "_file", "_root")) or key in ("path", "root", "file")
+
+
 def _check_value(value: Any, tp: Any, key: str) -> Any:
     """Type-check a Python value given in a preset dict (same rules as parse_value)."""
     if isinstance(value, str) and tp is not str and get_origin(tp) is not Literal:
@@ -175,9 +336,13 @@ def build_config(
         if v is not None:
             values[k] = v
     try:
-        return config_cls(**values)
-    except TypeError as e:  # a preset naming a wrong key is a bug in the recipe, but say it in one line
-        raise ConfigError(str(e)) from None
+        cfg = config_cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:  # a validation that is not a ConfigError: still one line
+        raise ConfigError(one_line(e)) from None
+    cfg.check_common()  # also for a subclass whose __post_init__ forgot super().__post_init__()
+    return cfg
 
 
 def replace(cfg: RecipeConfig, **changes: Any) -> RecipeConfig:
@@ -186,10 +351,13 @@ def replace(cfg: RecipeConfig, **changes: Any) -> RecipeConfig:
 
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "PRESETS",
     "RecipeConfig",
     "build_config",
     "config_hash",
+    "config_limits",
+    "default_limit",
     "parse_overrides",
     "parse_value",
     "replace",

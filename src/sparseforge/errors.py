@@ -1,10 +1,13 @@
 """Exceptions that carry a one-line, user-facing message.
 
-The CLI turns every :class:`UserError` into ``error: <message>`` and exit code 2.
-They subclass :class:`ValueError` so plain Python callers can catch them the usual way.
+The CLI turns every :class:`UserError` into ``error: <message>`` and exit code 2 (``--debug``
+shows the traceback). They subclass :class:`ValueError` so plain Python callers can catch them
+the usual way.
 """
 
 from __future__ import annotations
+
+import os
 
 
 class UserError(ValueError):
@@ -28,3 +31,40 @@ class UnknownNameError(UserError, KeyError):
 
 class TraceError(UserError):
     """A model that torch.fx cannot trace or that compaction does not understand."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or cached stage that cannot be read back (truncated, corrupt, or from another run)."""
+
+
+class PathError(UserError):
+    """A path given by the user that cannot be used (not writable, a file where a folder is needed, ...)."""
+
+
+def os_error_message(e: OSError, what: str = "") -> str:
+    """One line for an :class:`OSError`: ``<what> <path>: <reason>`` (no errno numbers, no traceback)."""
+    reason = e.strerror or type(e).__name__
+    path = e.filename if e.filename is not None else ""
+    if e.filename2 is not None:
+        path = f"{path} -> {e.filename2}"
+    head = " ".join(x for x in (what, os.fspath(path) if path != "" else "") if x)
+    return f"{head}: {reason}" if head else reason
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of ``str(e)`` (or the exception's type name when it has no message)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataFormatError",
+    "PathError",
+    "TraceError",
+    "UnknownNameError",
+    "UserError",
+    "one_line",
+    "os_error_message",
+]

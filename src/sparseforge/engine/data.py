@@ -22,15 +22,21 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def skip_once(self, n: int) -> None:
+        """The next pass starts at its ``n``-th index (a resumed epoch; later passes are whole)."""
+        self._skip = max(0, int(n))
+
     def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
         if not self.shuffle:
-            return iter(range(self.n))
+            return iter(range(skip, self.n))
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g)[skip:].tolist())
 
     def __len__(self) -> int:
         return self.n

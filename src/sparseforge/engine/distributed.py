@@ -89,6 +89,25 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t / world_size()
 
 
+def rank0_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (identity in one process): a decision all ranks act on together."""
+    if world_size() == 1:
+        return flag
+    dev = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], device=dev)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_module_(module: nn.Module, src: int = 0) -> None:
     """Make every rank hold rank ``src``'s parameters and buffers."""
     if world_size() == 1:
