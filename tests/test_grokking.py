@@ -16,7 +16,8 @@ from sparseforge.models.grokking import (
     grokking_mlp,
     grokking_transformer,
 )
-from sparseforge.recipes.grokking_tickets import GrokkingTicketsConfig, frequency_entropy, grokking_metrics
+from sparseforge.pruning.grokking import frequency_entropy, grokking_metrics
+from sparseforge.recipes.grokking_tickets import GrokkingTicketsConfig
 
 
 def test_models_have_the_spec_weight_counts_and_shapes():

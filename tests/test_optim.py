@@ -64,7 +64,7 @@ def test_positive_weight_changes_only_regularized_and_keeps_identity():  # §7.2
         for p, q in zip(ref.parameters(), m.parameters()):
             p -= 0.1 * q.grad
     opt.step()
-    reg = {id(p) for p in pm}
+    reg = {id(p) for p in pm.params()}
     for (n, p), q in zip(m.named_parameters(), ref.parameters()):
         assert (id(p), p.dtype) == ids[n]
         if id(p) in reg:
@@ -151,7 +151,7 @@ def test_layer_grouping_is_one_joint_operator():
     for p in m.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
-    alive = [bool((p != 0).any()) for p in pm]
+    alive = [bool((p != 0).any()) for p in pm.params()]
     assert sum(alive) == 1
 
 

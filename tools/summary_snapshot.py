@@ -36,6 +36,16 @@ def run(out: str, preset: str, only: list[str] | None) -> None:
         json.dump(snap, f, indent=1, sort_keys=True)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def diff(a_path: str, b_path: str) -> int:
     a, b = json.load(open(a_path)), json.load(open(b_path))
     n_diff = 0
@@ -43,7 +53,7 @@ def diff(a_path: str, b_path: str) -> int:
         if name not in a or name not in b:
             print(f"{name}: only in {'after' if name in b else 'before'}")
             continue
-        sa, sb = a[name], b[name]
+        sa, sb = _flat(a[name]), _flat(b[name])
         keys = sorted(k for k in set(sa) | set(sb) if not TIMING.search(k))
         rows = []
         for k in keys:

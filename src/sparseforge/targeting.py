@@ -35,8 +35,10 @@ __all__ = [
     "Targets",
     "classifier_name",
     "owning_modules",
+    "residual_joined",
     "resolve_targets",
     "select",
+    "structured_targets",
     "target_parameters",
 ]
 
@@ -301,3 +303,35 @@ def target_parameters(
             key = first.get(id(p), f"{mn}.{pn}" if mn else pn)
             out.setdefault(key, p)
     return out
+
+
+def residual_joined(model: nn.Module) -> list[str]:
+    """Convs whose outputs join a residual addition, so their filters cannot be removed alone.
+
+    For blocks with a ``shortcut``/``downsample`` branch only the block-internal convs (``conv1`` of a basic
+    block, ``conv1``/``conv2`` of a bottleneck, which has a ``conv3``) have outputs that feed nothing but the
+    next conv; every other Conv2d of such a model (the stem, the last conv of each block, the shortcut) is
+    returned. A model without such blocks returns ``[]``.
+    """
+    blocks = [(n, m) for n, m in model.named_modules() if hasattr(m, "shortcut") or hasattr(m, "downsample")]
+    if not blocks:
+        return []
+    internal = set()
+    for n, m in blocks:
+        names = ["conv1", "conv2"] if hasattr(m, "conv3") else ["conv1"]
+        internal |= {f"{n}.{c}" for c in names if hasattr(m, c)}
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in internal]
+
+
+def structured_targets(model: nn.Module, *, example_inputs: Any = None, skip_classifier: bool = True,
+                       include: Iterable[str] | str | None = None) -> list[str]:
+    """Conv2d / Linear layers whose filters (neurons) can be removed one by one.
+
+    Every Conv2d and Linear (of ``include``), without the classifier (``skip_classifier``), grouped or
+    depthwise convs (a filter of those is tied to its input channel), and convs whose outputs join a residual
+    addition (:func:`residual_joined`). The layer set of the structured recipes (WGSEF, filter pruning).
+    """
+    names = select(model, include=include, types=(nn.Conv2d, nn.Linear), skip_classifier=skip_classifier,
+                   example_inputs=example_inputs)
+    joined = set(residual_joined(model))
+    return [n for n in names if n not in joined and getattr(model.get_submodule(n), "groups", 1) == 1]

@@ -1,16 +1,15 @@
 """Proximal training: wrap any torch optimizer and apply prox operators after its step.
 
 Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",
-Y. Refael, I. Arbel, W. Huleihel, arXiv:2212.12921 (spec ``shared/methods/wgsef.md`` §2.7).
+Y. Refael, I. Arbel, W. Huleihel, arXiv:2212.12921 (its proximal-gradient training).
 
 One step of proximal (stochastic) gradient descent for min_θ L(θ) + Σ_l λ_l R_l(θ_l):
 
     θ ← O.step(θ, ∇L)                       # base step (SGD, momentum, Adam, AdamW, ...)
     θ_l ← prox_{γ_l R_l}(θ_l),  γ_l = η_t · λ_l · ρ_t   # η_t: the param group's lr, ρ_t: λ schedule
 
-Applying the prox after a momentum/Adam step is the usual heuristic (reconstructed default,
-spec §2.7); with Adam the prox step is γ = η_t λ_l, *not* preconditioned (option
-``prox_with_adam`` of the spec is this behaviour). After the prox, the first-moment buffers
+Applying the prox after a momentum/Adam step is the usual heuristic (reconstructed default); with
+Adam the prox step is γ = η_t λ_l, *not* preconditioned. After the prox, the first-moment buffers
 (``momentum_buffer``, ``exp_avg``) of entries that are exactly zero are reset
 (``reset_momentum_on_prune=True``, reconstructed default) so that momentum does not regrow
 pruned groups. With every λ = 0 the wrapper is exactly the base optimizer, step for step.
@@ -18,7 +17,7 @@ pruned groups. With every λ = 0 the wrapper is exactly the base optimizer, step
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..prox.base import ProxOperator
+from ..targeting import Targets, resolve_targets
 
 MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
 
@@ -38,29 +38,42 @@ class ProximalOptimizer(torch.optim.Optimizer):
 
     Args:
         base_optimizer: any ``torch.optim.Optimizer`` holding the parameters.
-        prox: ``{parameter: ProxOperator}``. Parameters mapped to the *same* operator object
-            with ``op.joint`` (``grouping="layer"``) are proxed together.
+        prox: ``{param_name: ProxOperator}`` (with ``model=``, or a :class:`ProxMap` from
+            :func:`build_prox_map`, which knows its model), or ``{parameter: ProxOperator}``.
+            Parameters mapped to the *same* operator object with ``op.joint`` (``grouping="layer"``)
+            are proxed together.
         weight_schedule: ρ(t) in [0, 1] as a function of the prox step count t (0-based);
             default constant 1.
         reset_momentum_on_prune: zero the first-moment state of entries that are zero after the prox.
+        model: the model whose ``named_parameters()`` the names of ``prox`` refer to.
+
+    With momentum μ the base SGD step moves a parameter by about lr/(1 − μ) per unit gradient in steady
+    state, while the prox step here is γ = lr·λ·ρ_t: the regularizer is effectively λ(1 − μ) relative to
+    the loss. Pass ``prox_step="momentum"`` to use the consistent step γ = lr·λ·ρ_t/(1 − μ) (μ from each
+    parameter group's ``momentum``, 0 for Adam-type optimizers).
     """
 
     def __init__(
         self,
         base_optimizer: torch.optim.Optimizer,
-        prox: Mapping[torch.Tensor, ProxOperator],
+        prox: Mapping[torch.Tensor, ProxOperator] | Mapping[str, ProxOperator],
         *,
         weight_schedule: Callable[[int], float] | None = None,
         reset_momentum_on_prune: bool = True,
+        model: nn.Module | None = None,
+        prox_step: str = "lr",
     ) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise UserError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         self.base = base_optimizer
         super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
         self._share()
+        if prox_step not in ("lr", "momentum"):
+            raise UserError(f"prox_step must be 'lr' or 'momentum', got {prox_step!r}")
+        self.prox_step = prox_step
         known = {id(p) for g in self.param_groups for p in g["params"]}
         self.prox: dict[torch.Tensor, ProxOperator] = {}
-        for p, op in dict(prox).items():
+        for p, op in _by_parameter(prox, model).items():
             if not isinstance(op, ProxOperator):
                 raise UserError(f"prox values must be ProxOperator instances, got {type(op).__name__}")
             if id(p) not in known:
@@ -96,10 +109,11 @@ class ProximalOptimizer(torch.optim.Optimizer):
         self.prox_steps += 1
         if rho == 0.0 or not self.prox:
             return
-        lr_of = {id(p): float(g["lr"]) for g in self.param_groups for p in g["params"]}
+        lr_of = {id(p): float(g["lr"]) / (1.0 - float(g.get("momentum", 0.0) or 0.0) if self.prox_step == "momentum" else 1.0)
+                 for g in self.param_groups for p in g["params"]}
         for op, params in _by_operator(self.prox).items():
             lrs = [lr_of[id(p)] for p in params]
-            if op.joint:  # one problem over all its tensors: one step size (spec §2.7: gamma = lr * lambda * rho)
+            if op.joint:  # one problem over all its tensors: one step size (gamma = lr * lambda * rho)
                 if max(lrs) != min(lrs):
                     raise UserError("a joint prox operator (grouping='layer') spans parameter groups with different lrs")
                 if lrs[0] * rho * op.weight != 0.0:
@@ -161,37 +175,53 @@ def _by_operator(prox: Mapping[torch.Tensor, ProxOperator]) -> dict[ProxOperator
     return {op: ps for op, ps in out.values()}
 
 
-# ----------------------------------------------------------------------------- model helpers
-def regularized_layers(
-    model: nn.Module, *, skip_last: bool = True, exclude: Iterable[str] = (), include_depthwise: bool = False
-) -> list[tuple[str, nn.Module]]:
-    """Conv2d / Linear layers that WGSEF regularizes (spec §2.1, reconstructed default).
-
-    Every Conv2d and Linear except the final classifier (the last such layer, ``skip_last``),
-    those named in ``exclude``, and grouped/depthwise convs (unless ``include_depthwise``).
-    """
-    exclude = set(exclude)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    if skip_last and layers:
-        layers = layers[:-1]
-    out = []
-    for n, m in layers:
-        if n in exclude:
-            continue
-        if isinstance(m, nn.Conv2d) and m.groups > 1 and not include_depthwise:
-            continue
-        out.append((n, m))
-    unknown = exclude - {n for n, _ in model.named_modules()}
-    if unknown:
-        raise UserError(f"exclude names unknown modules: {sorted(unknown)}")
+def _by_parameter(prox: Mapping[Any, ProxOperator], model: nn.Module | None) -> dict[torch.Tensor, ProxOperator]:
+    """``{parameter: op}`` from a map keyed by parameters or by parameter names (resolved on ``model``)."""
+    items = list(dict(prox).items())
+    if not items or not isinstance(items[0][0], str):
+        return dict(items)
+    model = model if model is not None else getattr(prox, "model", None)
+    if model is None:
+        raise UserError("a prox map keyed by parameter names needs model=... (or use build_prox_map's ProxMap)")
+    named = dict(model.named_parameters())
+    out = {}
+    for name, op in items:
+        if name not in named:
+            raise UserError(f"prox map names {name!r}, which is not a parameter of {type(model).__name__}")
+        out[named[name]] = op
     return out
 
 
-def coupled_tensors(model: nn.Module, name: str) -> list[torch.Tensor]:
-    """Bias of layer ``name`` and the γ, β of a BatchNorm directly following it (spec §2.1).
+class ProxMap(dict):
+    """``{param_name: ProxOperator}`` that remembers its model (what :func:`build_prox_map` returns).
 
-    "Directly following" is read from module registration order: the next leaf module after the
-    layer is a BatchNorm with as many features as the layer has outputs.
+    Keys are ``named_parameters()`` names, as in every method family; :meth:`params` gives the tensors.
+    """
+
+    def __init__(self, model: nn.Module, items: Mapping[str, ProxOperator] | None = None) -> None:
+        super().__init__(items or {})
+        self.model = model
+
+    def params(self) -> dict[torch.Tensor, ProxOperator]:
+        """``{parameter: op}`` in map order."""
+        return _by_parameter(self, self.model)
+
+    def layer_names(self) -> list[str]:
+        """Module name of every regularized weight, in map order."""
+        return [n.rpartition(".")[0] for n in self]
+
+
+# ----------------------------------------------------------------------------- model helpers
+PROX_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+
+def coupled_tensors(model: nn.Module, name: str) -> list[torch.Tensor]:
+    """Bias of layer ``name`` and the γ, β of a BatchNorm directly following it.
+
+    The paper's filter groups include everything a removed filter takes with it: the bias entry and,
+    for a Conv-BN pair, the BN scale and shift of that channel. "Directly following" is read from
+    module registration order: the next leaf module after the layer is a BatchNorm with as many
+    features as the layer has outputs.
     """
     leaves = [(n, m) for n, m in model.named_modules() if len(list(m.children())) == 0]
     idx = [n for n, _ in leaves].index(name)
@@ -212,75 +242,104 @@ def build_prox_map(
     method: str = "wgsef",
     *,
     weight: float,
+    targets: Targets = None,
     k: int | float = 0.5,
     grouping: str = "filter",
     per_layer_weight: Mapping[str, float] | None = None,
     per_layer_k: Mapping[str, int | float] | None = None,
-    exclude: Sequence[str] = (),
-    skip_last: bool = True,
     include_coupled: bool = True,
     kernel: str | None = None,
     **op_kwargs: Any,
-) -> dict[torch.Tensor, ProxOperator]:
-    """``{weight parameter: prox operator}`` for the regularized layers of ``model``.
+) -> ProxMap:
+    """``{weight name: prox operator}`` for the target layers of ``model`` (a :class:`ProxMap`).
 
     Args:
-        method: ``"wgsef"`` (:class:`GroupEnvelope`), ``"group_lasso"`` or ``"l1"`` (or any
-            registered prox name constructible as ``cls(grouping=..., weight=..., ...)``).
-        weight: λ for every layer, unless ``per_layer_weight[name]`` overrides it.
-        k: groups kept per layer, a count or a fraction (WGSEF only); ``per_layer_k`` overrides.
-        grouping: one name for all layers (``filter`` = ``row`` on Linear). ``"layer"`` makes
-            one joint operator over all layers (k counts layers).
+        method: a registered prox operator (``"wgsef"`` = :class:`GroupEnvelope`, ``"group_lasso"``,
+            ``"l1"``, or a plugin's), looked up in the ``prox`` family and built per layer with its
+            :meth:`~sparseforge.prox.ProxOperator.from_layer`.
+        weight: λ for every layer, unless ``per_layer_weight[layer name]`` overrides it.
+        targets: module names or patterns (:func:`sparseforge.select`); default every Conv2d and Linear,
+            the classifier included.
+        k: groups kept per layer, a count or a fraction (k-level operators); ``per_layer_k`` overrides.
+        grouping: one name for all layers (``filter`` = ``row`` on Linear). ``"layer"`` makes one joint
+            WGSEF operator over all target layers (k counts layers).
         include_coupled: put the bias and a following BN's γ/β in filter/row groups.
         kernel: ``"select"`` / ``"sort"`` scalar kernel of :class:`GroupEnvelope`.
-        op_kwargs: passed to the operator (e.g. ``exact=False``, ``group_weights=...``).
+        op_kwargs: more operator options (e.g. ``exact=False``, ``group_weights=...``); each operator takes
+            the ones it defines.
     """
-    from ..prox import L1, GroupEnvelope, GroupLasso
+    from ..groups import n_groups
     from ..registry import METHODS
 
-    layers = regularized_layers(model, skip_last=skip_last, exclude=exclude)
-    if not layers:
-        raise UserError("the model has no Conv2d/Linear layer to regularize (besides the classifier)")
+    cls = METHODS.get(method, family="prox")
+    names = resolve_targets(model, targets, types=PROX_LAYER_TYPES, family=f"prox operator {method!r}")
+    layers = [model.get_submodule(n) for n in names]
     per_layer_weight = dict(per_layer_weight or {})
     per_layer_k = dict(per_layer_k or {})
-    if kernel is not None and method == "wgsef":
+    if kernel is not None:
         op_kwargs["method"] = kernel
-    if method == "wgsef" and grouping == "layer":
-        op = GroupEnvelope(k, "layer", weight, **op_kwargs)
-        return {m.weight: op for _, m in layers}
-    out: dict[torch.Tensor, ProxOperator] = {}
-    for name, m in layers:
-        lam = float(per_layer_weight.get(name, weight))
-        coupled = coupled_tensors(model, name) if include_coupled and grouping in ("filter", "row") else []
-        if method == "wgsef":
-            op: ProxOperator = GroupEnvelope(per_layer_k.get(name, k), grouping, lam, coupled=coupled, **op_kwargs)
-        elif method == "group_lasso":
-            op = GroupLasso(grouping, lam, coupled=coupled, **op_kwargs)
-        elif method == "l1":
-            op = L1(lam)
-        else:
-            op = METHODS.get(method)(grouping=grouping, weight=lam, **op_kwargs)
-        from ..groups import n_groups
-
-        n_groups(m.weight.shape, grouping)  # grouping must fit: one-line error otherwise
-        out[m.weight] = op
+    for m in layers:
+        n_groups(m.weight.shape, grouping)  # the grouping must fit every layer: one-line error otherwise
+    coupled = [coupled_tensors(model, n) if include_coupled and grouping in ("filter", "row") else [] for n in names]
+    out = ProxMap(model)
+    if grouping == "layer" or (not per_layer_weight and not per_layer_k):
+        ops = cls.from_layers(layers, weight=weight, grouping=grouping, coupled=coupled, k=k, **op_kwargs)
+    else:
+        ops = [cls.from_layer(m, weight=float(per_layer_weight.get(n, weight)), grouping=grouping, coupled=c,
+                              k=per_layer_k.get(n, k), **op_kwargs) for n, m, c in zip(names, layers, coupled)]
+    for n, op in zip(names, ops):
+        out[f"{n}.weight" if n else "weight"] = op
     return out
 
 
+def _params_of(prox: Mapping[Any, ProxOperator], model: nn.Module | None = None) -> dict[torch.Tensor, ProxOperator]:
+    return _by_parameter(prox, model)
+
+
 @torch.no_grad()
-def project_top_k_(prox: Mapping[torch.Tensor, ProxOperator]) -> None:
-    """Final k-projection (spec §2.7): every k-level operator keeps its top-k groups by w⊙z."""
-    for op, params in _by_operator(prox).items():
+def project_top_k_(prox: Mapping[Any, ProxOperator], *, model: nn.Module | None = None) -> None:
+    """Final k-projection: every k-level operator keeps its top-k groups by w⊙z (exactly k per layer)."""
+    for op, params in _by_operator(_params_of(prox, model)).items():
         op.project_tensors_(params)
 
 
-def nonzero_groups(prox: Mapping[torch.Tensor, ProxOperator]) -> list[tuple[int, int, int | None]]:
+@torch.no_grad()
+def project_to_counts_(prox: Mapping[Any, ProxOperator], counts: Sequence[int], *, model: nn.Module | None = None) -> None:
+    """Keep the ``counts[i]`` largest (lifted) groups of the i-th regularized tensor; zero the rest.
+
+    The projection that gives a baseline regularizer (group lasso) exactly the per-layer group counts of
+    another run, by the baseline's *own* group norms (ties: lowest index). With ``grouping="layer"`` the
+    first count is the number of whole tensors kept.
+    """
+    from ..prox.base import lifted_sq_norms, scale_groups_
+    from ..prox.envelope import top_k_groups
+
+    pm = _params_of(prox, model)
+    params = list(pm)
+    if params and getattr(pm[params[0]], "grouping", None) == "layer":
+        norms = torch.stack([p.detach().double().norm() for p in params])
+        keep = top_k_groups(norms, max(1, counts[0]))
+        for p, kp in zip(params, keep.tolist()):
+            if not kp:
+                p.zero_()
+        return
+    if len(counts) != len(params):
+        raise UserError(f"project_to_counts_ needs one count per regularized tensor ({len(params)}), got {len(counts)}")
+    for p, c in zip(params, counts):
+        op = pm[p]
+        coupled = getattr(op, "coupled", ())
+        sq = lifted_sq_norms(p, getattr(op, "grouping", "element"), coupled).double()
+        keep = top_k_groups(sq, max(1, min(int(c), sq.numel())))
+        scale_groups_(p, keep.double(), getattr(op, "grouping", "element"), coupled)
+
+
+def nonzero_groups(prox: Mapping[Any, ProxOperator], *, model: nn.Module | None = None) -> list[tuple[int, int, int | None]]:
     """Per regularized tensor: (non-zero groups, groups, k or None), in map order."""
     from ..groups import n_groups
     from ..prox.base import lifted_sq_norms
 
     out = []
-    for op, params in _by_operator(prox).items():
+    for op, params in _by_operator(_params_of(prox, model)).items():
         if getattr(op, "joint", False):
             nz = sum(int(bool((p != 0).any())) for p in params)
             k = op.k if isinstance(op.k, int) else max(1, round(op.k * len(params)))  # type: ignore[attr-defined]
@@ -292,3 +351,32 @@ def nonzero_groups(prox: Mapping[torch.Tensor, ProxOperator]) -> list[tuple[int,
             k = op.k_for(p) if hasattr(op, "k_for") else None
             out.append((int((sq > 0).sum()), n_groups(p.shape, grouping), k))
     return out
+
+
+def weight_decay_groups(model: nn.Module, prox: Mapping[Any, ProxOperator], weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: ``weight_decay`` on every parameter the prox map does not regularize, 0 on
+    the regularized weights and their coupled tensors (the regularizer replaces decay there)."""
+    pm = _params_of(prox, model)
+    regularized = {id(p) for p in pm}
+    for op in pm.values():
+        regularized |= {id(c) for c in getattr(op, "coupled", ())}
+    decay = [p for p in model.parameters() if id(p) not in regularized]
+    nodecay = [p for p in model.parameters() if id(p) in regularized]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": nodecay, "weight_decay": 0.0}]
+
+
+def layer_group_stats(prox: ProxMap) -> list[dict[str, Any]]:
+    """One row per regularized layer: groups, k, non-zero groups and group sparsity (one row for a joint map)."""
+    counts = nonzero_groups(prox)
+    names = prox.layer_names()
+    if len(counts) != len(names):  # joint ("layer") operator
+        nz, m, k = counts[0]
+        return [{"layer": "all (layer grouping)", "groups": m, "k": k, "nonzero_groups": nz, "group_sparsity": 1 - nz / m}]
+    return [{"layer": n, "groups": m, "k": k, "nonzero_groups": nz, "group_sparsity": 1 - nz / m}
+            for n, (nz, m, k) in zip(names, counts)]
+
+
+def overall_group_sparsity(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Fraction of all groups that are zero, over :func:`layer_group_stats` rows."""
+    total = sum(r["groups"] for r in rows)
+    return 1.0 - sum(r["nonzero_groups"] for r in rows) / max(total, 1)

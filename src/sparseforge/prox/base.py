@@ -139,6 +139,38 @@ class ProxOperator(ABC):
     def __init__(self, weight: float = 0.0) -> None:
         self.weight = check_weight(weight)
 
+    # -- the prox family's constructor from a layer ----------------------------------------
+    #: keyword names :meth:`from_layer` passes on to the constructor (besides ``weight``)
+    layer_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_layer(cls, layer: torch.nn.Module, *, weight: float, grouping: str = "filter",
+                   coupled: Sequence[torch.Tensor] = (), **options: object) -> ProxOperator:
+        """The operator for one layer's weight (how :func:`sparseforge.optim.build_prox_map` builds it).
+
+        ``grouping`` and ``coupled`` (the layer's bias, a following BatchNorm's γ/β) are passed when the class
+        takes them; of ``options`` only the names in :attr:`layer_options` are passed (so one call site can
+        offer ``k=...`` to every operator and each takes what it defines).
+        """
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters
+        kw: dict[str, object] = {"weight": weight}
+        if "grouping" in params:
+            kw["grouping"] = grouping
+        if "coupled" in params and coupled:
+            kw["coupled"] = tuple(coupled)
+        kw.update({k: v for k, v in options.items() if k in cls.layer_options})
+        return cls(**kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[torch.nn.Module], *, weight: float, grouping: str = "filter",
+                    coupled: Sequence[Sequence[torch.Tensor]] | None = None,
+                    **options: object) -> list[ProxOperator]:
+        """Operators for several layers: one per layer (joint operators override this to share one object)."""
+        coupled = coupled if coupled is not None else [()] * len(layers)
+        return [cls.from_layer(m, weight=weight, grouping=grouping, coupled=c, **options) for m, c in zip(layers, coupled)]
+
     # -- single tensor -------------------------------------------------------------------
     @abstractmethod
     def penalty(self, w: torch.Tensor) -> torch.Tensor:
@@ -166,3 +198,12 @@ class ProxOperator(ABC):
     def __repr__(self) -> str:
         keys = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
         return f"{type(self).__name__}({keys})"
+
+
+def _register_family() -> None:
+    from ..registry import register_family
+
+    register_family("prox", "regularizers with a proximal map: ProxOperator subclasses, built per layer with from_layer()")
+
+
+_register_family()

@@ -542,6 +542,17 @@ class GroupEnvelope(ProxOperator):
     0.999/max w² with a one-time warning (spec §2.6b).
     """
 
+    layer_options = ("k", "exact", "group_weights", "multipliers", "method")
+
+    @classmethod
+    def from_layers(cls, layers, *, weight, grouping="filter", coupled=None, **options):  # type: ignore[override]
+        """One operator per layer; with ``grouping="layer"`` one joint operator over all of them (k counts layers)."""
+        if grouping == "layer":
+            op = cls(options.get("k", 0.5), "layer", weight,  # type: ignore[arg-type]
+                     **{k: v for k, v in options.items() if k in cls.layer_options and k != "k"})
+            return [op] * len(layers)
+        return super().from_layers(layers, weight=weight, grouping=grouping, coupled=coupled, **options)
+
     def __init__(
         self,
         k: int | float = 0.5,

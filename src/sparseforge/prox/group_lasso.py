@@ -35,6 +35,8 @@ class GroupLasso(ProxOperator):
         coupled: 1-D tensors in the same groups (bias, BN γ/β; filter/row groupings only).
     """
 
+    layer_options = ("group_weights", "multipliers")
+
     def __init__(
         self,
         grouping: str = "filter",

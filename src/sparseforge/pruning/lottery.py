@@ -33,8 +33,8 @@ from torch import nn
 
 from ..engine.fit import Callback, FitState
 from ..errors import UserError
-from .prune import Masks, apply_masks_, prune_global
 from ..targeting import Targets
+from .prune import Masks, apply_masks_, prune_global
 from .scores import prunable_params
 
 __all__ = [

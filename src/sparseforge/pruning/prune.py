@@ -137,7 +137,8 @@ def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any 
                  sparsity: float | None = None, *, scope: Scope = "global", masks: Masks | None = None,
                  batch: Any = None, loss_fn: LossFn | None = None, targets: Targets = None,
                  params: dict[str, nn.Parameter] | None = None, rounds: int | None = None,
-                 schedule: Literal["exponential", "linear"] = "exponential", **scorer_kwargs: Any) -> Masks:
+                 schedule: Literal["exponential", "linear"] = "exponential", options: dict[str, Any] | None = None,
+                 **scorer_kwargs: Any) -> Masks:
     """``prune_global(model, scores, sparsity) -> {param_name: bool mask}`` (True = kept).
 
     Args:
@@ -150,7 +151,8 @@ def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any 
         masks: current masks (never revived).
         targets: module names / patterns whose weights are pruned (:func:`sparseforge.select`); with a scores
             dict, only the scores of those weights are kept (default: every scored tensor).
-        batch, loss_fn, params, rounds, schedule, scorer_kwargs: used only when ``scores`` is a name.
+        batch, loss_fn, params, rounds, schedule, options, scorer_kwargs: used only when ``scores`` is a name
+            (see :func:`prune`).
     """
     if isinstance(model, dict) and sparsity is None:  # prune_global(scores, sparsity)
         model, scores, sparsity = None, model, scores
@@ -160,7 +162,7 @@ def prune_global(model: nn.Module | dict[str, torch.Tensor] | None, scores: Any 
         if model is None:
             raise UserError("prune_global with a scorer name needs the model")
         return prune(model, scores, sparsity, batch=batch, loss_fn=loss_fn, targets=targets, params=params,
-                     scope=scope, rounds=rounds, schedule=schedule, masks=masks, **scorer_kwargs)
+                     scope=scope, rounds=rounds, schedule=schedule, masks=masks, options=options, **scorer_kwargs)
     if not isinstance(scores, dict):
         raise UserError("scores must be a {param_name: tensor} dict or a scorer name")
     if targets is not None:
@@ -206,10 +208,13 @@ def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
 def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, loss_fn: LossFn | None = None,
           targets: Targets = None, params: dict[str, nn.Parameter] | None = None, scope: Scope = "global",
           rounds: int | None = None, schedule: Literal["exponential", "linear"] = "exponential",
-          masks: Masks | None = None, **scorer_kwargs: Any) -> Masks:
+          masks: Masks | None = None, options: dict[str, Any] | None = None, **scorer_kwargs: Any) -> Masks:
     """Score and prune ``model`` to ``sparsity`` with ``method``, iteratively when it asks for rounds.
 
-    SynFlow runs 100 rounds by default (``rounds`` overrides; 1 = one-shot). Each round scores the
+    ``options`` are offered to the scorer, which takes the ones it defines (:meth:`Scorer.options_for`), so a
+    caller can pass ``options={"seed": s, "temperature": T, "rounds": R}`` to any scorer; ``scorer_kwargs`` are
+    passed as they are. SynFlow runs its ``rounds`` option (100) by default; ``rounds=`` overrides the number of
+    rounds of any scorer (1 = one-shot). Each round scores the
     network with the current mask applied (the model itself is left unchanged) and prunes to the
     round's density. The last round hits exactly ``round((1-k) N)`` kept weights.
 
@@ -218,8 +223,9 @@ def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, 
     """
     k = _check_sparsity(sparsity)
     sc = get_scorer(method)
-    n_rounds = int(rounds if rounds is not None else sc.rounds_for(**scorer_kwargs))
-    scorer_kwargs = sc.options_for(**scorer_kwargs)
+    offered = {**(options or {}), **scorer_kwargs}
+    n_rounds = int(rounds if rounds is not None else sc.rounds_for(**offered))
+    scorer_kwargs = {**sc.options_for(**(options or {})), **scorer_kwargs}
     scorer_kwargs.pop("rounds", None)
     if n_rounds < 1:
         raise UserError(f"rounds must be >= 1, got {rounds}")

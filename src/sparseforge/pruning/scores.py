@@ -348,7 +348,7 @@ def get_scorer(method: str | Scorer | Callable[..., Any]) -> Scorer:
 
 def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch: Any = None,
            loss_fn: LossFn | None = None, targets: Targets = None, params: dict[str, nn.Parameter] | None = None,
-           **options: Any) -> dict[str, torch.Tensor]:
+           options: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
     """Score every prunable weight of ``model`` with ``method`` (one round; higher = kept).
 
     Args:
@@ -360,8 +360,9 @@ def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch
         targets: module names / patterns whose weights are scored (:func:`sparseforge.select`); default every
             weight (>= 2 dims) of the model.
         params: an explicit ``{name: parameter}`` dict instead of ``targets``.
-        **options: scorer options (``seed`` for random, ``temperature`` for GraSP, ``input_shape``); options a
-            scorer does not define are ignored when it declares an options dataclass.
+        options: options offered to the scorer, which takes the ones it defines (:meth:`Scorer.options_for`).
+        **kwargs: scorer options passed as they are (``seed`` for random, ``temperature`` for GraSP,
+            ``input_shape`` for SynFlow).
 
     Returns:
         ``{param_name: scores}``, each of the parameter's shape, finite.
@@ -373,11 +374,7 @@ def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch
     named = _names(model, targets, params)
     if sc.needs_batch and batch is None:
         raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
-    opts = sc.options_for(**options)
+    opts = {**sc.options_for(**(options or {})), **kwargs}
     opts.pop("rounds", None)  # a schedule option (prune), not a scoring one
     return sc(model, named, batch=batch, loss_fn=loss_fn, **opts)
 
-
-def scorer_options(method: str, *, seed: int = 0, grasp_temperature: float = 200.0, synflow_rounds: int = 100) -> dict[str, Any]:
-    """Deprecated: use ``get_scorer(method).options_for(seed=..., temperature=..., rounds=...)``."""
-    return get_scorer(method).options_for(seed=seed, temperature=grasp_temperature, rounds=synflow_rounds)

@@ -5,6 +5,7 @@
 * :func:`train_classifier` — SGD-momentum training through :func:`sparseforge.engine.fit`, with
   per-epoch test accuracy logged under a series name.
 * :func:`filter_prune_masks` — structured masks removing the lowest-norm filters/neurons per layer.
+* :func:`accuracy`, :func:`curves_figure` — test accuracy, and one metric per series from ``metrics.jsonl``.
 * :func:`measure_dense_vs_compact` — compaction + :func:`sparseforge.metrics.summary` on both
   models in one process, with an equality check of the outputs.
 * :func:`layer_sparsity_figure` — per-layer bars of the fraction of weights and of groups removed.
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..engine import EvalCallback, Run, evaluate_accuracy, fit, make_loader
 from ..errors import UserError
+from ..targeting import Targets, select
 
 DATASETS_SUPPORTED = ("digits", "mnist", "fashion_mnist", "cifar10")
 
@@ -144,24 +146,21 @@ def train_classifier(
     return {"test_acc": acc, "history": state.history, "optimizer": optimizer}
 
 
-def prunable_layers(model: nn.Module, *, skip_last: bool = True) -> list[tuple[str, nn.Module]]:
-    """Conv2d and Linear modules in definition order (the classifier last, skipped by default)."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    return layers[:-1] if skip_last and layers else layers
+def filter_prune_masks(model: nn.Module, fraction: float, *, targets: Targets = None) -> dict[str, torch.Tensor]:
+    """Masks zeroing the ``fraction`` lowest-L2-norm filters (neurons) of every target layer.
 
-
-def filter_prune_masks(model: nn.Module, fraction: float, *, skip_last: bool = True) -> dict[str, torch.Tensor]:
-    """Masks zeroing the ``fraction`` lowest-L2-norm filters (neurons) of every prunable layer.
-
-    The weight row and the bias entry of a pruned filter are both masked, so the filter is an
-    all-zero group that :func:`sparseforge.compact` removes. At least one filter per layer is kept.
+    ``targets``: module names or patterns (:func:`sparseforge.select`; default every Conv2d/Linear). The
+    weight row and the bias entry of a pruned filter are both masked, so the filter is an all-zero group
+    that :func:`sparseforge.compact` removes. At least one filter per layer is kept.
     """
     if not 0.0 <= fraction < 1.0:
         raise UserError(f"filter fraction must be in [0, 1), got {fraction}")
     from ..groups import group_norms
+    from ..targeting import resolve_targets
 
     masks: dict[str, torch.Tensor] = {}
-    for name, mod in prunable_layers(model, skip_last=skip_last):
+    for name in resolve_targets(model, targets, types=(nn.Conv2d, nn.Linear), family="filter pruning"):
+        mod = model.get_submodule(name)
         w = mod.weight.detach()
         norms = group_norms(w, "filter")  # (out,)
         n_prune = min(int(round(fraction * norms.numel())), norms.numel() - 1)
@@ -172,6 +171,36 @@ def filter_prune_masks(model: nn.Module, fraction: float, *, skip_last: bool = T
         if getattr(mod, "bias", None) is not None:
             masks[f"{name}.bias"] = keep.clone()
     return masks
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Any, device: str | torch.device | None = None) -> float:
+    """Test accuracy of ``model`` on ``data.test`` (batches of 512)."""
+    device = device if device is not None else next(model.parameters()).device
+    return evaluate_accuracy(model, make_loader(data.test, 512, shuffle=False), device)
+
+
+def curves_figure(run: Run, key: str, *, xkey: str = "step", ylabel: str | None = None) -> Any:
+    """One line per logged ``series`` of ``metrics.jsonl``: ``key`` against ``xkey``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for rec in run.read_metrics():
+        if key in rec and rec[key] is not None:
+            series.setdefault(rec.get("series", "?"), []).append((rec.get(xkey, rec.get("step", 0)), rec[key]))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, pts in series.items():
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, label=name, lw=1.2)
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(ylabel or key.replace("_", " "))
+    if series:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def measure_dense_vs_compact(
@@ -216,8 +245,8 @@ def layer_sparsity_figure(model: nn.Module, title: str, *, grouping: str = "filt
     from ..groups import zero_groups
 
     names, wz, gz = [], [], []
-    for name, mod in prunable_layers(model, skip_last=False):
-        w = mod.weight.detach()
+    for name in select(model, types=(nn.Conv2d, nn.Linear)):
+        w = model.get_submodule(name).weight.detach()
         names.append(name)
         wz.append(float((w == 0).float().mean()))
         gz.append(float(zero_groups(w, grouping).float().mean()))
@@ -239,8 +268,8 @@ def layer_rows(model: nn.Module, *, grouping: str = "filter") -> list[dict[str, 
     from ..groups import n_groups, zero_groups
 
     rows = []
-    for name, mod in prunable_layers(model, skip_last=False):
-        w = mod.weight.detach()
+    for name in select(model, types=(nn.Conv2d, nn.Linear)):
+        w = model.get_submodule(name).weight.detach()
         rows.append(
             {
                 "layer": name,

@@ -3,33 +3,29 @@
 Paper: Gouki Minegishi, Yusuke Iwasawa, Yutaka Matsuo, "Grokking Tickets: Lottery Tickets Accelerate
 Grokking" (arXiv 2310.19470). Pruning-at-init baselines: SNIP (Lee et al., arXiv 1810.02340), GraSP
 (Wang et al., arXiv 2002.07376), SynFlow (Tanaka et al., arXiv 2006.05467).
-Spec: ``shared/methods/grokking_tickets.md``.
 
 Procedure (one seed):
 1. theta_0 <- init(seed); train the dense network with full-batch AdamW (lr 1e-3, betas (0.9, 0.98),
    wd 1.0) on c = (a op b) mod p, keeping snapshots every ``checkpoint_every`` steps.
-2. Grokking metrics from the eval history (every ``eval_every`` steps)::
-
-       t_mem(P) = min{t : train_acc(t) >= P},  t_gen(P) = min{t : test_acc(t) >= P},  tau = t_gen / t_mem
-
-   (P = 0.95, also 0.99). A run that never reaches P has t = None ("did not generalise").
-3. Grokking ticket: m = TopK(|theta_t|, round((1 - k) N)) over all prunable weights (embeddings
-   included, global), theta <- theta_0 * m, retrained with a fresh AdamW and the same split.
+2. Grokking metrics from the eval history (every ``eval_every`` steps), :func:`sparseforge.pruning.grokking_metrics`:
+   t_mem(P), t_gen(P), tau = t_gen / t_mem (P = 0.95, also 0.99; None = never reached).
+3. Grokking ticket (:func:`sparseforge.pruning.lottery_ticket`): m = TopK(|theta_t|, round((1 - k) N)) over
+   all weights (embeddings included, global), theta <- theta_0 * m, retrained with a fresh AdamW, same split.
 4. Controls at the same density 1 - k: tickets from the memorisation / transition checkpoints,
    the dense init rescaled to the ticket's global L1 / L2 norm (r_p = ||theta_0 m||_p / ||theta_0||_p),
    masks chosen at init by random / SNIP / GraSP / SynFlow (100 rounds), a sweep over k, and the
    ticket at the critical rate without weight decay.
 
-Variants (``variants``: ``all`` or a comma list of): ``dense``,
-``ticket``, ``ticket_mem``, ``ticket_transition`` (absent when the dense run never reaches
-``transition_acc``), ``dense_l1``, ``dense_l2``, ``random``, ``snip``,
-``grasp``, ``synflow``, ``sweep``, ``ticket_nowd``.
+Variants (``variants``: ``all`` or a comma list of): ``dense``, ``ticket``, ``ticket_mem``,
+``ticket_transition`` (absent when the dense run never reaches ``transition_acc``), ``dense_l1``,
+``dense_l2``, ``sweep``, ``ticket_nowd``, and the name of any registered scorer (``random``, ``snip``,
+``grasp``, ``synflow``, plugins): a mask chosen at init by it (``all`` takes every scorer but magnitude).
 
 Reconstructed defaults (``[recon]``, named options):
 - ``ticket_source="post_gen"`` at ``quick``: the mask comes from the first snapshot at or after
   t_gen + ``post_gen_margin`` (300) of the dense run (``paper``: ``"final"``, the end of the 30k-step
-  base run). Measured: a mask taken exactly at t_gen (test accuracy just 95%) gave a ticket slower
-  than dense (1,950 vs 1,400 steps); 60-860 steps later, 3.4-4.2x faster.
+  base run): a mask taken exactly at t_gen, when test accuracy has just reached 95%, is not yet a
+  generalising subnetwork.
 - ``budget_rel`` (``quick`` only, 1.0): every non-dense run is capped at budget_rel x the dense
   t_gen steps, so a variant that has not generalised by then is reported as "not reached" (it
   did not accelerate) without spending the full budget.
@@ -43,10 +39,9 @@ Reconstructed defaults (``[recon]``, named options):
 - Frequency entropy: mean over neurons of the Shannon entropy of the normalised DFT power
   (f = 1..floor(p/2)) of each row of U = W_in E.
 
-Measured wall time (2 cores, 1 thread): ``smoke`` ~3 s; ``quick`` 39 s with the machine near idle,
-60 s with it shared by other jobs (load ~5) (1 seed, variants dense, ticket, dense_l2, random, snip;
-~8.6k full-batch steps); ``paper`` hours (3 seeds x 12 variants, sweep of 9
-rates, 30k steps each at ~10 ms/step).
+Measured wall time (2 cores, 1 thread): ``smoke`` ~3 s; ``quick`` 39-60 s (1 seed, variants dense, ticket,
+dense_l2, random, snip; ~8.6k full-batch steps); ``paper`` hours (3 seeds x 12 variants, sweep of 9 rates,
+30k steps each at ~10 ms/step).
 """
 
 from __future__ import annotations
@@ -61,11 +56,14 @@ import torch
 from torch import nn
 
 from ..config import RecipeConfig
-from ..engine import Callback, FitState, Run, fit
+from ..engine import Run, fit
 from ..errors import ConfigError
+from ..masks import attach
 from ..models.grokking import ModMLP, ModTransformer, float64_cross_entropy
 from ..pruning import (
+    TrainResult,
     density_by_layer,
+    lottery_ticket,
     norm_matched_init,
     prunable_params,
     prune_global,
@@ -73,12 +71,21 @@ from ..pruning import (
     snapshot,
     ticket_mask,
 )
-from ..pruning.scores import scorer_options
+from ..pruning.grokking import GrokTracker, first_snapshot_at_or_after, grokking_metrics
+from ..registry import METHODS
 from . import recipe
 
-ALL_VARIANTS = ("dense", "ticket", "ticket_mem", "ticket_transition", "dense_l1", "dense_l2", "random", "snip",
-                "grasp", "synflow", "sweep", "ticket_nowd")
-PAI = ("random", "snip", "grasp", "synflow")
+FIXED_VARIANTS = ("dense", "ticket", "ticket_mem", "ticket_transition", "dense_l1", "dense_l2")
+LATE_VARIANTS = ("sweep", "ticket_nowd")
+
+
+def pai_variants() -> list[str]:
+    """Masks at init: every registered scorer (plugins included) except magnitude, which the paper leaves out."""
+    return [n for n in METHODS.names(family="scorer") if n != "magnitude"]
+
+
+def all_variants() -> tuple[str, ...]:
+    return (*FIXED_VARIANTS, *pai_variants(), *LATE_VARIANTS)
 
 
 @dataclass
@@ -149,42 +156,15 @@ class GrokkingTicketsConfig(RecipeConfig):
 
     def variant_list(self) -> list[str]:
         if self.variants in ("all", ""):
-            return list(ALL_VARIANTS)
+            return list(all_variants())
         vs = [v.strip() for v in self.variants.split(",") if v.strip()]
-        bad = [v for v in vs if v not in ALL_VARIANTS]
+        known = (*FIXED_VARIANTS, *METHODS.names(family="scorer"), *LATE_VARIANTS)
+        bad = [v for v in vs if v not in known]
         if bad:
-            raise ConfigError(f"unknown variant {bad[0]!r}; choose from {', '.join(ALL_VARIANTS)}")
+            raise ConfigError(f"unknown variant {bad[0]!r}; choose from {', '.join(known)}")
         if "dense" not in vs:
             vs.insert(0, "dense")  # every other variant derives from the dense run
-        return [v for v in ALL_VARIANTS if v in vs]
-
-
-# ---------------------------------------------------------------------------------------------
-# pure helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def grokking_metrics(history: list[dict[str, Any]], P: float = 0.95) -> dict[str, float | None]:
-    """First steps with train / test accuracy >= P, tau = t_gen / t_mem and the gap (None = never)."""
-    t_mem = next((r["step"] for r in history if r["train_acc"] >= P), None)
-    t_gen = next((r["step"] for r in history if r["test_acc"] >= P), None)
-    tau = t_gen / t_mem if (t_gen is not None and t_mem) else None
-    gap = t_gen - t_mem if (t_gen is not None and t_mem is not None) else None
-    return {"t_mem": t_mem, "t_gen": t_gen, "tau": tau, "gap": gap}
-
-
-def frequency_entropy(U: torch.Tensor) -> float:
-    """Mean over rows of the entropy of the normalised DFT power at f = 1..floor(p/2) (no DC). [recon]"""
-    U = U.detach().double()  # (neurons, p)
-    p = U.shape[1]
-    power = torch.fft.rfft(U, dim=1).abs().pow(2)[:, 1: p // 2 + 1]  # (neurons, floor(p/2))
-    tot = power.sum(1, keepdim=True)
-    ok = tot.squeeze(1) > 0
-    if not bool(ok.any()):
-        return float("nan")
-    q = power[ok] / tot[ok]
-    ent = -(q * torch.log(q.clamp_min(1e-300))).sum(1)
-    return float(ent.mean())
+        return [v for v in known if v in vs]
 
 
 def split_hash(train_x: torch.Tensor) -> str:
@@ -198,90 +178,14 @@ def build_model(cfg: GrokkingTicketsConfig, num_classes: int) -> nn.Module:
                           pos_emb=cfg.pos_emb, mlp_bias=cfg.mlp_bias)
 
 
-class GrokTracker(Callback):
-    """Full-batch train / test accuracy every ``every`` steps, norms, FE; snapshots and early stop.
-
-    Snapshots: every ``checkpoint_every`` steps, plus at the first eval step with test accuracy >=
-    ``transition_acc`` (key ``"transition"``). Early stop (``stop_after``): ``"t_gen"`` stops at t_gen,
-    ``"post_gen"`` at the first checkpoint at or after t_gen + ``margin``, None never.
-    """
-
-    def __init__(self, data: tuple[torch.Tensor, ...], names: list[str], *, every: int, P: float,
-                 checkpoint_every: int | None = None, transition_acc: float | None = None,
-                 stop_after: str | None = None, run: Run | None = None, series: str | None = None,
-                 margin: int = 0) -> None:
-        self.margin = margin
-        self.xtr, self.ytr, self.xte, self.yte = data
-        self.xall, self.n_train = torch.cat([self.xtr, self.xte]), len(self.xtr)
-        self.names, self.every, self.P = names, every, P
-        self.checkpoint_every, self.transition_acc, self.stop_after = checkpoint_every, transition_acc, stop_after
-        self.run, self.series = run, series
-        self.history: list[dict[str, Any]] = []
-        self.snapshots: dict[Any, dict[str, torch.Tensor]] = {}
-        self.t_gen: int | None = None
-
-    @torch.no_grad()
-    def _eval(self, state: FitState) -> None:
-        m = state.raw_model
-        m.eval()
-        logits = m(self.xall)  # one forward over train + test
-        tr_logits, te_logits = logits[: self.n_train], logits[self.n_train:]
-        row = {
-            "step": state.step,
-            "train_loss": float(float64_cross_entropy(tr_logits, self.ytr)),
-            "train_acc": float((tr_logits.argmax(-1) == self.ytr).double().mean()),
-            "test_acc": float((te_logits.argmax(-1) == self.yte).double().mean()),
-        }
-        params = dict(m.named_parameters())
-        flat = torch.cat([params[n].detach().flatten().double() for n in self.names])
-        row["l1"] = float(flat.abs().sum())
-        row["l2"] = float(flat.norm())
-        row["freq_entropy"] = frequency_entropy(m.neuron_token_map())
-        m.train()
-        self.history.append(row)
-        if self.run is not None:
-            self.run.log(state.step, series=self.series, **{k: v for k, v in row.items() if k != "step"})
-        if self.transition_acc is not None and "transition" not in self.snapshots and row["test_acc"] >= self.transition_acc:
-            self.snapshots["transition"] = snapshot(m)
-            self.snapshots["transition_step"] = state.step  # type: ignore[assignment]
-        if self.t_gen is None and row["test_acc"] >= self.P:
-            self.t_gen = state.step
-            if self.stop_after == "t_gen":
-                state.stop = True
-
-    def on_fit_start(self, state: FitState) -> None:
-        if state.step == 0:
-            self._eval(state)
-            if self.checkpoint_every:
-                self.snapshots[0] = snapshot(state.raw_model)
-
-    def on_step_end(self, state: FitState) -> None:
-        if state.step % self.every == 0:
-            self._eval(state)
-        if self.checkpoint_every and state.step % self.checkpoint_every == 0:
-            self.snapshots[state.step] = snapshot(state.raw_model)
-            if self.stop_after == "post_gen" and self.t_gen is not None and state.step >= self.t_gen + self.margin:
-                state.stop = True
-
-    def on_fit_end(self, state: FitState) -> None:
-        if not self.history or self.history[-1]["step"] != state.step:
-            self._eval(state)
-        self.snapshots["final"] = snapshot(state.raw_model)
-        self.snapshots["final_step"] = state.step  # type: ignore[assignment]
-
-
 def train_run(cfg: GrokkingTicketsConfig, model: nn.Module, data: tuple[torch.Tensor, ...], names: list[str], *,
               masks: dict[str, torch.Tensor] | None, steps: int, weight_decay: float, stop_after: str | None,
               run: Run | None, series: str, checkpoints: bool = False) -> GrokTracker:
     """Full-batch AdamW from the model's current weights (fresh optimizer), masks kept exactly zero."""
-    from ..masks import attach
-
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps,
                             weight_decay=weight_decay)
-    ms: Any = None
-    if masks:
-        ms = attach(model, masks, optimizer=opt)
-    tracker = GrokTracker(data, names, every=cfg.eval_every, P=cfg.threshold,
+    ms = attach(model, masks, optimizer=opt) if masks else None
+    tracker = GrokTracker(data, names, every=cfg.eval_every, P=cfg.threshold, loss_fn=float64_cross_entropy,
                           checkpoint_every=cfg.checkpoint_every if checkpoints else None,
                           transition_acc=cfg.transition_acc if checkpoints else None,
                           stop_after=stop_after, run=run, series=series, margin=cfg.post_gen_margin)
@@ -290,15 +194,6 @@ def train_run(cfg: GrokkingTicketsConfig, model: nn.Module, data: tuple[torch.Te
     if ms is not None:
         ms.detach()
     return tracker
-
-
-def _first_snapshot_at_or_after(snaps: dict[Any, Any], step: int | None) -> tuple[int | str, Any]:
-    steps = sorted(k for k in snaps if isinstance(k, int))
-    if step is not None:
-        for s in steps:
-            if s >= step:
-                return s, snaps[s]
-    return "final", snaps["final"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,88 +215,81 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
     model = build_model(cfg, md.num_classes).to(dev)
     names = list(prunable_params(model))
     theta0 = snapshot(model)
-    ticket_steps = cfg.ticket_steps or cfg.steps
     early = "t_gen" if cfg.early_stop else None
+    k = cfg.pruning_rate
     out: dict[str, Any] = {"seed": seed, "split_hash": split_hash(md.train_pairs), "variants": {}}
+    budget = {"steps": cfg.ticket_steps or cfg.steps}
 
     def record(name: str, tr: GrokTracker, **extra: Any) -> None:
         m = grokking_metrics(tr.history, cfg.threshold)
-        hi = grokking_metrics(tr.history, cfg.threshold_hi)
         last = tr.history[-1]
-        out["variants"][name] = {**m, "t_gen99": hi["t_gen"], "final_train_acc": last["train_acc"],
-                                 "final_test_acc": last["test_acc"], "final_l1": last["l1"], "final_l2": last["l2"],
-                                 "steps_run": last["step"], "history": tr.history, **extra}
+        out["variants"][name] = {**m, "t_gen99": grokking_metrics(tr.history, cfg.threshold_hi)["t_gen"],
+                                 "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
+                                 "final_l1": last["l1"], "final_l2": last["l2"], "steps_run": last["step"],
+                                 "history": tr.history, **extra}
 
-    # 1. dense base, with snapshots
-    dense_stop = None
-    if cfg.early_stop:
-        dense_stop = "post_gen" if cfg.ticket_source in ("post_gen", "t_gen") else None
-    dense = train_run(cfg, model, data, names, masks=None, steps=cfg.steps, weight_decay=cfg.weight_decay,
-                      stop_after=dense_stop, run=run, series=f"dense/s{seed}", checkpoints=True)
-    record("dense", dense)
-    dm = out["variants"]["dense"]
-    snaps = dense.snapshots
-    if cfg.ticket_source == "final":
-        src_key, src = "final", snaps["final"]
-    elif cfg.ticket_source == "post_gen":
-        src_key, src = _first_snapshot_at_or_after(
-            snaps, None if dm["t_gen"] is None else dm["t_gen"] + cfg.post_gen_margin)
-    elif cfg.ticket_source == "t_gen":
-        src_key, src = _first_snapshot_at_or_after(snaps, dm["t_gen"])
-    else:
-        src_key, src = _first_snapshot_at_or_after(snaps, int(cfg.ticket_source))
-    if src_key == "final":
-        src_key = snaps["final_step"]
-    out["ticket_source_step"] = src_key
-    if cfg.budget_rel is not None and dm["t_gen"] is not None:
-        ticket_steps = max(cfg.eval_every, min(ticket_steps, math.ceil(cfg.budget_rel * dm["t_gen"])))
-    out["ticket_steps"] = ticket_steps
-    k = cfg.pruning_rate
-    mask = ticket_mask(src, k, names=names, scope=cfg.scope)
-    out["ticket_density_by_layer"] = density_by_layer(mask)
-
-    def ticket(name: str, masks: dict[str, torch.Tensor], *, wd: float | None = None, theta: Any = None,
-               **extra: Any) -> None:
-        rewind(model, theta if theta is not None else theta0, masks)
-        tr = train_run(cfg, model, data, names, masks=masks, steps=ticket_steps,
-                       weight_decay=cfg.weight_decay if wd is None else wd, stop_after=early, run=run,
-                       series=f"{name}/s{seed}")
+    def train(name: str, masks: dict[str, torch.Tensor] | None, *, wd: float | None = None, **extra: Any) -> TrainResult:
+        dense = name == "dense"
+        stop = ("post_gen" if cfg.ticket_source in ("post_gen", "t_gen") else None) if dense and cfg.early_stop else early
+        tr = train_run(cfg, model, data, names, masks=masks, steps=cfg.steps if dense else budget["steps"],
+                       weight_decay=cfg.weight_decay if wd is None else wd, stop_after=stop, run=run,
+                       series=f"{name}/s{seed}", checkpoints=dense)
         record(name, tr, **extra)
+        return tr.result()
 
-    if "ticket" in variants:
-        ticket("ticket", mask, source_step=src_key)
+    def source(dense: TrainResult) -> int | str:
+        """The dense checkpoint the ticket is scored at (and the budget of every later run)."""
+        t_gen = dense.extra["t_gen"]
+        at = {"final": None, "post_gen": None if t_gen is None else t_gen + cfg.post_gen_margin, "t_gen": t_gen}
+        key = "final" if cfg.ticket_source == "final" else first_snapshot_at_or_after(
+            dense, at.get(cfg.ticket_source, int(cfg.ticket_source) if cfg.ticket_source.isdigit() else None))
+        dm = out["variants"]["dense"]
+        if cfg.budget_rel is not None and dm["t_gen"] is not None:
+            budget["steps"] = max(cfg.eval_every, min(budget["steps"], math.ceil(cfg.budget_rel * dm["t_gen"])))
+        return key
+
+    def train_fn(m: nn.Module, masks: dict[str, torch.Tensor] | None, stage: str) -> TrainResult:
+        return train("dense", None) if stage == "dense" else train("ticket", masks)
+
+    lot = lottery_ticket(model, train_fn, sparsity=k, score_at=source, scope=cfg.scope, theta0=theta0,
+                         retrain="ticket" in variants)
+    dense, mask = lot.dense, lot.masks
+    key = dense.extra["scored_checkpoint"]
+    out["ticket_source_step"] = dense.extra["final_step"] if key == "final" else key
+    out["ticket_steps"] = budget["steps"]
+    out["ticket_density_by_layer"] = density_by_layer(mask)
+    if "ticket" in out["variants"]:
+        out["variants"]["ticket"]["source_step"] = out["ticket_source_step"]
+
+    def ticket(name: str, masks: dict[str, torch.Tensor], *, wd: float | None = None, **extra: Any) -> None:
+        rewind(model, theta0, masks)
+        train(name, masks, wd=wd, **extra)
+
+    dm = out["variants"]["dense"]
     if "ticket_mem" in variants:
-        mem_at = dm["t_mem"] if cfg.mem_source == "t_mem" else int(cfg.mem_source)
-        key, st = _first_snapshot_at_or_after(snaps, mem_at)
-        ticket("ticket_mem", ticket_mask(st, k, names=names, scope=cfg.scope),
-               source_step=key if key != "final" else snaps["final_step"])
-    if "ticket_transition" in variants:
-        if "transition" in snaps:
-            ticket("ticket_transition", ticket_mask(snaps["transition"], k, names=names, scope=cfg.scope),
-                   source_step=snaps["transition_step"])
+        key = first_snapshot_at_or_after(dense, dm["t_mem"] if cfg.mem_source == "t_mem" else int(cfg.mem_source))
+        ticket("ticket_mem", ticket_mask(dense.checkpoints[key], k, names=names, scope=cfg.scope),
+               source_step=key if key != "final" else dense.extra["final_step"])
+    if "ticket_transition" in variants and "transition" in dense.checkpoints:
+        ticket("ticket_transition", ticket_mask(dense.checkpoints["transition"], k, names=names, scope=cfg.scope),
+               source_step=dense.extra["transition_step"])
     for p_norm, name in ((1, "dense_l1"), (2, "dense_l2")):
         if name in variants:
             theta_p, r = norm_matched_init(theta0, mask, p_norm)
             rewind(model, theta_p)
-            tr = train_run(cfg, model, data, names, masks=None, steps=ticket_steps, weight_decay=cfg.weight_decay,
-                           stop_after=early, run=run, series=f"{name}/s{seed}")
-            record(name, tr, norm_ratio=r)
-    pai = [v for v in PAI if v in variants]
-    if pai:
-        batch = (data[0], data[1])  # the whole training set as one batch (spec 2.6)
-        for meth in pai:
-            rewind(model, theta0 if cfg.pai_score_at == "init" else snaps["final"])
-            kw = scorer_options(meth, seed=seed, grasp_temperature=cfg.grasp_temperature,
-                                synflow_rounds=cfg.synflow_rounds)
-            pm = prune_global(model, meth, k, batch=batch, scope=cfg.scope, **kw)
-            out.setdefault("pai_density_by_layer", {})[meth] = density_by_layer(pm)
-            ticket(meth, pm)
+            train(name, None, norm_ratio=r)
+    for meth in (v for v in variants if v in METHODS.names(family="scorer")):
+        rewind(model, theta0 if cfg.pai_score_at == "init" else dense.checkpoints["final"])
+        pm = prune_global(model, meth, k, batch=(data[0], data[1]), scope=cfg.scope, options={  # the whole train set
+            "seed": seed, "temperature": cfg.grasp_temperature, "rounds": cfg.synflow_rounds})
+        out.setdefault("pai_density_by_layer", {})[meth] = density_by_layer(pm)
+        ticket(meth, pm)
+    src = dense.checkpoints[dense.extra["scored_checkpoint"]]
     if "sweep" in variants:
         for rate in cfg.sweep_rates:
             ticket(f"sweep_k{rate:g}", ticket_mask(src, rate, names=names, scope=cfg.scope), rate=rate)
     if "ticket_nowd" in variants:
-        ticket("ticket_nowd", ticket_mask(src, cfg.nowd_rate, names=names, scope=cfg.scope), wd=0.0,
-               rate=cfg.nowd_rate)
+        ticket("ticket_nowd", ticket_mask(src, cfg.nowd_rate, names=names, scope=cfg.scope), wd=0.0, rate=cfg.nowd_rate)
     return out
 
 
@@ -426,8 +314,7 @@ def _figures(cfg: GrokkingTicketsConfig, results: list[dict[str, Any]], summary_
     import matplotlib.pyplot as plt
 
     r0 = results[0]
-    main = [v for v in ("dense", "ticket", "ticket_mem", "ticket_transition", "dense_l1", "dense_l2", *PAI,
-                        "ticket_nowd") if v in r0["variants"]]
+    main = [v for v in (*FIXED_VARIANTS, *METHODS.names(family="scorer"), "ticket_nowd") if v in r0["variants"]]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     cmap = plt.get_cmap("tab20")
     for i, v in enumerate(main):

@@ -28,15 +28,16 @@ from ..config import RecipeConfig
 from ..engine import Run
 from ..errors import ConfigError
 from ..models import create_model
+from ..targeting import select
 from . import recipe
 from ._common import (
+    accuracy,
     filter_prune_masks,
     layer_rows,
     layer_sparsity_figure,
     load_classification,
     measure_dense_vs_compact,
     model_kwargs_for,
-    prunable_layers,
     train_classifier,
 )
 
@@ -95,12 +96,13 @@ PRESETS = {
 }
 
 
+LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+
 def _global_magnitude_masks(model: torch.nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
     from ..pruning import prune_global, scores
 
-    names = [f"{n}.weight" for n, _ in prunable_layers(model, skip_last=False)]
-    s = scores(model, "magnitude", params={n: p for n, p in model.named_parameters() if n in names})
-    return prune_global(model, s, sparsity)
+    return prune_global(model, scores(model, "magnitude", targets=select(model, types=LAYERS)), sparsity)
 
 
 @recipe(
@@ -131,24 +133,26 @@ def run(cfg: MagnitudeConfig, run: Run) -> dict:
         masks = masks_fn(model)
         opt = torch.optim.SGD(model.parameters(), lr=ft_lr, momentum=0.9, weight_decay=cfg.weight_decay)
         ms = M.attach(model, masks, opt)
-        acc_before = _accuracy(model, data)
+        acc_before = accuracy(model, data)
         res = train_classifier(model, data, epochs=max(cfg.finetune_epochs, 0) or 1, lr=ft_lr, optimizer=opt,
                                series=series, **train_kw) if cfg.finetune_epochs > 0 else {"test_acc": acc_before}
         ms.bake()
         return {"state": model.state_dict(), "masks": masks, "acc_before_ft": acc_before, "acc": res["test_acc"]}
 
+    example = data.x_test[: cfg.latency_batch].to(cfg.device)
+    filter_targets = select(dense, types=LAYERS, skip_classifier=True, example_inputs=example)  # the outputs stay
     uns = run.cached("unstructured", lambda: finetune(lambda m: _global_magnitude_masks(m, cfg.sparsity), "unstructured"))
-    st = run.cached("structured", lambda: finetune(lambda m: filter_prune_masks(m, cfg.filter_sparsity), "structured"))
+    st = run.cached("structured", lambda: finetune(
+        lambda m: filter_prune_masks(m, cfg.filter_sparsity, targets=filter_targets), "structured"))
 
     unstructured = copy.deepcopy(dense)
     unstructured.load_state_dict(uns["state"])
     structured = copy.deepcopy(dense)
     structured.load_state_dict(st["state"])
 
-    example = data.x_test[: cfg.latency_batch].to(cfg.device)
     meas = measure_dense_vs_compact(dense, structured, example, repeats=cfg.latency_repeats)
     small = meas.pop("_compact_model")
-    compact_acc = _accuracy(small, data)
+    compact_acc = accuracy(small, data)
     from .. import metrics
 
     uns_sum = metrics.summary(unstructured, example, latency=False)
@@ -192,14 +196,6 @@ def run(cfg: MagnitudeConfig, run: Run) -> dict:
         **meas,
         "unstructured_effective_flops_reduction": uns_sum["flops"] / max(uns_sum["effective_flops"], 1),
     }
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, data) -> float:
-    from ..engine import evaluate_accuracy, make_loader
-
-    device = next(model.parameters()).device
-    return evaluate_accuracy(model, make_loader(data.test, 512, shuffle=False), device)
 
 
 def _comparison_figure(dense_acc: float, uns_acc: float, st_acc: float, meas: dict):

@@ -11,7 +11,8 @@ Layers plus optimizer hooks; the library never owns the training loop::
     dense = spectral.merge(model)                                 # plain nn.Linear, same outputs
 """
 
-from .convert import METHOD_NAMES, attach, build_optimizer, convert, merge, param_groups, select_linears
+from .convert import attach, build_optimizer, convert, merge, method_names, param_groups, select_linears
+from .family import SpectralMethod, record_of, spectral_methods
 from .galore import GaLoreAdamW, GaLoreLinear
 from .lora import LoRALinear
 from .memory import analytic_trainable, layer_memory, memory_report
@@ -19,7 +20,10 @@ from .relora import ReLoRAController
 from .sst import SAMPLINGS, SpectralLinear, SSTController, sample_indices
 
 __all__ = [
-    "METHOD_NAMES",
+    "SpectralMethod",
+    "method_names",
+    "record_of",
+    "spectral_methods",
     "SAMPLINGS",
     "GaLoreAdamW",
     "GaLoreLinear",

@@ -1,4 +1,4 @@
-"""Memory accounting for spectral methods (Zhao et al., arXiv:2405.15481, spec §2.5).
+"""Memory accounting for spectral methods (Zhao et al., arXiv:2405.15481, the memory analysis of its Sec. 3).
 
 Per layer (m = out, n = in, k = min(m, n), r = rank):
     SST      trainable = r(m + n) + k (+ bias), stored = k(m + n) + k (+ bias)
@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .galore import GaLoreLinear
-from .lora import LoRALinear
-from .sst import SpectralLinear
 
-LAYER_TYPES = (SpectralLinear, LoRALinear, GaLoreLinear, nn.Linear)
+def _is_linear_like(m: nn.Module) -> bool:
+    from .family import record_of
+
+    return isinstance(m, nn.Linear) or record_of(m) is not None
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer | None, params: list[nn.Parameter]) -> int:
@@ -53,7 +53,7 @@ def layer_memory(module: nn.Module, optimizer: torch.optim.Optimizer | None = No
 def memory_report(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Per linear-type layer accounting plus model totals (``layers`` and ``total`` keys)."""
     layers = {n: {"type": type(m).__name__, **layer_memory(m, optimizer)}
-              for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+              for n, m in model.named_modules() if _is_linear_like(m)}
     train = [p for p in model.parameters() if p.requires_grad]
     total = {
         "trainable_params": sum(p.numel() for p in train),
@@ -65,14 +65,10 @@ def memory_report(model: nn.Module, optimizer: torch.optim.Optimizer | None = No
 
 
 def analytic_trainable(m: int, n: int, r: int, method: str, *, bias: bool = True) -> int:
-    """Trainable element count of one m x n layer under ``method`` (spec §2.5)."""
-    k = min(m, n)
-    b = m if bias else 0
-    if method == "sst":
-        return r * (m + n) + k + b
-    if method in ("lora", "relora", "relora_star"):
-        return r * (m + n) + b
-    return m * n + b
+    """Trainable element count of one m x n layer under ``method`` (the method's record says how)."""
+    from ..registry import METHODS
+
+    return METHODS.resolve(method, "spectral").trainable_params(m, n, r, bias=bias)
 
 
 __all__ = ["PeakMemory", "analytic_trainable", "layer_memory", "memory_report", "state_tensors"]
