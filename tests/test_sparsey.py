@@ -298,7 +298,11 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
             code = []
             for q in range(Q):
                 Vq = V[q * K : (q + 1) * K]
-                if learn:
+                best = max(Vq)
+                recog = max((k for k in range(K) if Vq[k] == best), key=lambda k: float(prio[lvl][m, q, k]))
+                if learn and frozen[lvl][m]:  # past the critical period: recognition's winner
+                    code.append(recog)
+                elif learn:
                     gp = max(0.0, (G - cfg.g_minus) / (1 - cfg.g_minus))
                     eta = 1 + gp**cfg.gamma * cfg.chi * K
                     mu = [(eta - 1) / (1 + math.exp(-cfg.slope * (v - cfg.inflection))) + 1 for v in Vq]
@@ -307,11 +311,12 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
                         acc += mu[k] / tot
                         if acc < float(u[0, m, q]):
                             win = k + 1
-                    code.append(min(win, K - 1))
-                else:
-                    best = max(Vq)
-                    cands = [k for k in range(K) if Vq[k] == best]
+                    win = min(win, K - 1)
+                    # the cell recognition picks once the draw is stored: full-support cells and the draw
+                    cands = [k for k in range(K) if Vq[k] >= 1.0] + [win]
                     code.append(max(cands, key=lambda k: float(prio[lvl][m, q, k])))
+                else:
+                    code.append(recog)
             codes.append(code)
             if learn and not frozen[lvl][m]:
                 for j in range(len(x)):

@@ -1,10 +1,10 @@
 """Sparsey: hierarchical SDR memory with single-trial learning and the Code Selection Algorithm.
 
 Paper: G. Rinkus, J. Leveille, "Superposed Episodic and Semantic Memory via Sparse Distributed
-Representation", arXiv 1710.07829 (2017). Model background: Rinkus, "Sparsey: event recognition
-via deep hierarchical sparse distributed codes", Front. Comput. Neurosci. 8:160 (2014).
-Specification: ``shared/methods/sparsey.md`` (the paper body was not available; choices marked
-"reconstructed default" below are the spec's ``[recon]`` items, each a named config option).
+Representation", arXiv 1710.07829 (2017). Model background: G. Rinkus, "Sparsey: event
+recognition via deep hierarchical sparse distributed codes", Front. Comput. Neurosci. 8:160
+(2014). Choices the papers leave open are named config options; their docstrings say
+"reconstructed default".
 
 Structure. A *mac* (macrocolumn) holds Q competitive modules (CMs) of K binary cells; a code is
 one winner per CM. A *level* is a 2-D grid of macs; level 1 reads the binary image through square
@@ -13,8 +13,8 @@ code vectors (Q*K cells each) of the level-l macs in its RF. Weights are binary 
 ``W_U`` (bottom-up), ``W_H`` (horizontal, from the level's own codes at t-1) and ``W_D``
 (top-down, from level l+1 at t-1), all initialised to 0.
 
-Code Selection Algorithm (CSA), one mac, one frame (spec section 2.2), vectorised here over all
-macs of a level and over a batch:
+Code Selection Algorithm (CSA), one mac, one frame, vectorised here over all macs of a level and
+over a batch:
 
 1. gate:        pi_U = sum_j x_U[j];  the mac is active iff  pi_lo*cap <= pi_U <= pi_hi*cap
 2. raw sums:    u_i = sum_j x_U[j] W_U[j, i]     (likewise h_i, d_i)
@@ -24,14 +24,20 @@ macs of a level and over a batch:
 6. expansivity: G' = max(0, (G - G_minus) / (1 - G_minus));  eta = 1 + G'**gamma * chi * K
 7. likelihood:  mu_i = (eta - 1) * logistic(s (V_i - V*)) + 1                  in [1, eta]
 8. per CM:      rho_i = mu_i / sum_{j in CM(i)} mu_j
-9. winners:     one draw per CM from rho (learning); argmax V (recognition, section 2.4)
+9. winners:     learning draws one cell per CM from rho; recognition takes argmax V, ties to a
+                fixed seeded priority. A learning draw that would tie at full support (V = 1)
+                with cells of higher priority after storing yields to recognition's choice, so a
+                just-stored item is recalled with its stored code (``tie_break="recall"``);
+                a mac past its critical period takes recognition's winners while learning
+                (``frozen_winners="max_v"``).
 10. learning:   W_X[j, i] = 1 for every active afferent j and winner i (single trial); a mac
-                whose weight saturation (fraction of ones) exceeds theta_freeze stops updating
-                that weight matrix for good ("critical period", section 2.3).
+                whose weight saturation (fraction of ones) exceeds theta_freeze of its level
+                stops updating that weight matrix for good ("critical period").
 
 Everything runs under ``torch.no_grad``; there is no autograd. Learning is sequential (each item
 sees the weights left by the previous one, so a batch is learned item by item, vectorised over
-macs), encoding and familiarity are batched.
+macs), encoding and familiarity are batched. One item at a time, the raw sums gather only the
+weight rows of active afferents (cost ~ active inputs x cells, not RF size x cells).
 """
 
 from __future__ import annotations
@@ -58,17 +64,29 @@ __all__ = [
     "cm_probabilities",
     "sample_winners",
     "argmax_winners",
+    "learning_winners",
+    "LearnTrace",
 ]
 
 
 # ----------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------
+_PER_LEVEL: dict[str, type] = {
+    "Q": int,
+    "K": int,
+    "lambda_u": float,
+    "lambda_h": float,
+    "lambda_d": float,
+    "freeze_threshold": float,
+}
+
+
 @dataclass
 class SparseyConfig:
-    """Hyperparameters of a Sparsey network (defaults: spec section 3).
+    """Hyperparameters of a Sparsey network.
 
-    The default network for a 16x16 input has level 1 = 4x4 macs with 7x7 windows and level 2 =
+    The defaults are the generic values of the authors' public CSA descriptions; the default network for a 16x16 input has level 1 = 4x4 macs with 7x7 windows and level 2 =
     one mac whose RF is all level-1 macs, so the top level is a single mac (reconstructed default).
 
     Attributes:
@@ -80,20 +98,32 @@ class SparseyConfig:
         rf_mode: "window" (square windows centred at round(linspace(h, S-1-h, g)), reconstructed
             default) or "radius" (sparseypy's unit-square positions with a Euclidean radius).
         rf_radius: Per-level radius for ``rf_mode="radius"`` (unit-square coordinates; 0 = all).
-        Q: Competitive modules per mac.
-        K: Cells per competitive module.
+        Q: Competitive modules per mac: one value for every level, or one per level.
+        K: Cells per competitive module: one value, or one per level (a top mac with many cells
+            per CM stores more items before its cells' input unions blur familiarity).
         band_l1: (pi_lo, pi_hi) gate band of level 1 as fractions of the RF size
             (reconstructed default (0.05, 0.6)).
         band_higher: Gate band of levels >= 2, as fractions of (source macs * Q)
             (reconstructed default (0.1, 1.0)).
-        lambda_u, lambda_h, lambda_d: Exponents of U, H, D in V.
+        lambda_u, lambda_h, lambda_d: Exponents of U, H, D in V: one value, or one per level
+            (lambda_u > 1 sharpens familiarity: V = U**lambda_u stays 1 on stored items and falls
+            fast on partly matching novel ones).
         g_minus: G below which eta = 1 (no expansivity).
         gamma, chi: eta = 1 + G'**gamma * chi * K.
         slope, inflection: Logistic slope s and inflection V* of mu.
         mu_form: "logistic" (default, mu = (eta-1) logistic + 1) or "java"
             (mu = max(eta * logistic(s (V - theta)), 1), theta ratcheting 0.5 -> 0.9 as the mac's
             mean V rises above 0.3; the ratchet's linear ramp is a reconstructed default).
-        freeze_threshold: Weight saturation above which a mac stops updating that matrix.
+        freeze_threshold: Weight saturation above which a mac stops updating that matrix: one
+            value for every level, or one per level (level 1 first). Lower levels saturate first
+            ("progressive critical periods").
+        tie_break: "recall" (reconstructed default): a learning draw that would tie at full
+            support V = 1 with higher-priority cells once stored takes recognition's winner, so
+            an item presented again at once comes back with its learned code. "sample": the
+            plain draw (ties at V = 1 are then broken differently by learning and recognition).
+        frozen_winners: "max_v" (default, as in the authors' code after freezing): a mac whose
+            U weights are frozen picks recognition's max-V winners while learning; "sample":
+            it keeps drawing from rho (its codes are then not stored anywhere).
         norm_floor: Divide u by max(pi_U, pi_lo) instead of pi_U (reconstructed default False).
         use_h: Use horizontal (t-1, same level) input in sequences.
         use_d: Use top-down (t-1, level above) input in sequences.
@@ -114,20 +144,23 @@ class SparseyConfig:
     windows: tuple[int, ...] = (7, 0)
     rf_mode: Literal["window", "radius"] = "window"
     rf_radius: tuple[float, ...] = (0.25, 0.0)
-    Q: int = 8
-    K: int = 8
+    Q: int | tuple[int, ...] = 8
+    K: int | tuple[int, ...] = 8
     band_l1: tuple[float, float] = (0.05, 0.6)
     band_higher: tuple[float, float] = (0.1, 1.0)
-    lambda_u: float = 1.0
-    lambda_h: float = 1.0
-    lambda_d: float = 1.0
+    lambda_u: float | tuple[float, ...] = 1.0
+    lambda_h: float | tuple[float, ...] = 1.0
+    lambda_d: float | tuple[float, ...] = 1.0
     g_minus: float = 0.1
     gamma: float = 2.0
     chi: float = 100.0
     slope: float = 32.0
     inflection: float = 0.42
     mu_form: Literal["logistic", "java"] = "logistic"
-    freeze_threshold: float = 0.5
+    freeze_threshold: float | tuple[float, ...] = 0.5
+    tie_break: Literal["recall", "sample"] = "recall"
+    frozen_winners: Literal["max_v", "sample"] = "max_v"
+    tie_order: Literal["priority", "specific"] = "priority"
     norm_floor: bool = False
     use_h: bool = True
     use_d: bool = True
@@ -152,6 +185,12 @@ class SparseyConfig:
         self.persistence = tuple(int(v) for v in self.persistence)
         self.band_l1 = tuple(float(v) for v in self.band_l1)  # type: ignore[assignment]
         self.band_higher = tuple(float(v) for v in self.band_higher)  # type: ignore[assignment]
+        for name, typ in _PER_LEVEL.items():
+            v = getattr(self, name)
+            setattr(self, name, tuple(typ(x) for x in v) if isinstance(v, (tuple, list)) else typ(v))
+            n = len(v) if isinstance(v, (tuple, list)) else 1
+            if n not in (1, len(self.grids)):
+                bad(f"{name} needs one value (or one per level of grids {self.grids}), got {v}")
         if len(self.input_shape) != 2 or min(self.input_shape) < 1:
             bad(f"input_shape must be (H, W) with H, W >= 1, got {self.input_shape}")
         if not self.grids or min(self.grids) < 1:
@@ -171,25 +210,31 @@ class SparseyConfig:
         else:
             if len(self.rf_radius) != len(self.grids) or min(self.rf_radius) < 0:
                 bad(f"rf_radius needs one value >= 0 per level, got {self.rf_radius}")
-        if self.Q < 1:
+        if min(self._all("Q")) < 1:
             bad(f"Q must be >= 1, got {self.Q}")
-        if self.K < 2:
+        if min(self._all("K")) < 2:
             bad(f"K must be >= 2, got {self.K}")
         for name in ("band_l1", "band_higher"):
             b = getattr(self, name)
             if len(b) != 2 or not (0.0 <= b[0] <= b[1] <= 1.0):
                 bad(f"{name} must be (lo, hi) with 0 <= lo <= hi <= 1, got {b}")
-        for name in ("lambda_u", "lambda_h", "lambda_d", "slope"):
-            if not getattr(self, name) > 0:
+        for name in ("lambda_u", "lambda_h", "lambda_d"):
+            if not min(self._all(name)) > 0:
                 bad(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.slope > 0:
+            bad(f"slope must be > 0, got {self.slope}")
         if not 0.0 <= self.g_minus < 1.0:
             bad(f"g_minus must be in [0, 1), got {self.g_minus}")
         if self.gamma < 0 or self.chi < 0:
             bad(f"gamma and chi must be >= 0, got {self.gamma}, {self.chi}")
         if self.mu_form not in ("logistic", "java"):
             bad(f"mu_form must be 'logistic' or 'java', got {self.mu_form!r}")
-        if not 0.0 < self.freeze_threshold <= 1.0:
-            bad(f"freeze_threshold must be in (0, 1], got {self.freeze_threshold}")
+        if not all(0.0 < v <= 1.0 for v in self._all("freeze_threshold")):
+            bad(f"freeze_threshold must be in (0, 1] (one value or one per level), got {self.freeze_threshold}")
+        if self.tie_break not in ("recall", "sample"):
+            bad(f"tie_break must be 'recall' or 'sample', got {self.tie_break!r}")
+        if self.frozen_winners not in ("max_v", "sample"):
+            bad(f"frozen_winners must be 'max_v' or 'sample', got {self.frozen_winners!r}")
         if self.h_radius < 0:
             bad(f"h_radius must be >= 0, got {self.h_radius}")
         if not self.persistence or min(self.persistence) < 1 or len(self.persistence) not in (1, len(self.grids)):
@@ -208,6 +253,19 @@ class SparseyConfig:
     def level_persistence(self, level: int) -> int:
         return self.persistence[0] if len(self.persistence) == 1 else self.persistence[level]
 
+    def _all(self, name: str) -> tuple[Any, ...]:
+        v = getattr(self, name)
+        return v if isinstance(v, tuple) else (v,)
+
+    def at(self, name: str, level: int) -> Any:
+        """Value of a per-level option (``Q``, ``K``, ``lambda_*``, ``freeze_threshold``) at ``level`` (0-based)."""
+        v = self._all(name)
+        return v[0] if len(v) == 1 else v[level]
+
+    def level_freeze(self, level: int) -> float:
+        """Freeze threshold of ``level`` (0-based)."""
+        return float(self.at("freeze_threshold", level))
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
@@ -220,18 +278,29 @@ class SparseyConfig:
 # ----------------------------------------------------------------------------------------
 # Pure CSA math (tensor in, tensor out)
 # ----------------------------------------------------------------------------------------
-def normalised_sum(x: Tensor, W: Tensor, denom: Tensor) -> Tensor:
+def normalised_sum(x: Tensor, W: Tensor, denom: Tensor, *, sparse: bool = False) -> Tensor:
     """Steps 2-3: ``X_i = (sum_j x[j] W[j, i]) / denom`` for every mac and batch item.
 
     Args:
         x: Binary afferents ``(B, M, a)``.
         W: Weights ``(M, a, C)`` (binary, or decayed values in [0, 1]).
         denom: ``(B, M)`` normaliser (number of active afferents, >= 1 where used).
+        sparse: Multiply as a sparse matrix (only the weight rows of active afferents are read:
+            cost ~ active afferents x C instead of a x C). Exactly equal to the dense product for
+            binary weights (integer sums), equal up to rounding order otherwise.
 
     Returns:
         ``(B, M, C)`` in [0, 1].
     """
-    raw = torch.bmm(x.transpose(0, 1), W).transpose(0, 1)  # (B, M, C)
+    B, M, a = x.shape
+    if sparse:
+        b_i, m_i, j_i = torch.nonzero(x, as_tuple=True)  # active (item, mac, afferent) triples
+        S = torch.sparse_coo_tensor(
+            torch.stack([b_i * M + m_i, m_i * a + j_i]), x[b_i, m_i, j_i], (B * M, M * a), check_invariants=False
+        )  # block-diagonal over macs: row (b, m) reads mac m's weights
+        raw = torch.sparse.mm(S, W.reshape(M * a, -1)).view(B, M, -1)
+    else:
+        raw = torch.bmm(x.transpose(0, 1), W).transpose(0, 1)  # (B, M, C)
     return raw / denom.unsqueeze(-1)
 
 
@@ -284,19 +353,50 @@ def sample_winners(rho: Tensor, uniforms: Tensor) -> Tensor:
 
 
 def argmax_winners(V: Tensor, priority: Tensor, Q: int, K: int) -> Tensor:
-    """Recognition (section 2.4): the cell of largest V per CM; ties go to the cell with the
-    largest fixed random priority (drawn once from the network's seeded generator, so retrieval
-    is a deterministic function of the input; reconstructed default).
+    """Recognition: the cell of largest V per CM; ties go to the cell with the largest tie key.
+
+    The default key is a fixed random priority drawn once from the network's seeded generator,
+    so retrieval is a deterministic function of the input (reconstructed default).
 
     Args:
-        V: ``(B, M, Q*K)``; priority: ``(M, Q, K)`` in [0, 1).
+        V: ``(B, M, Q*K)``; priority: tie keys >= 0 broadcastable to ``(B, M, Q, K)``, e.g.
+            ``(M, Q, K)`` in [0, 1).
 
     Returns:
         ``(B, M, Q)`` long.
     """
     V = V.unflatten(-1, (Q, K))  # (B, M, Q, K)
     is_max = V == V.amax(-1, keepdim=True)  # (B, M, Q, K)
-    return (is_max * (1.0 + priority)).argmax(-1)  # non-max cells score 0, max cells 1 + priority
+    return (is_max * (1.0 + priority)).argmax(-1)  # non-max cells score 0, max cells 1 + key (key >= 0)
+
+
+def learning_winners(
+    V: Tensor, drawn: Tensor, priority: Tensor, Q: int, K: int, *, full: float = 1.0, drawn_key: Tensor | None = None
+) -> Tensor:
+    """Learning winners that recognition will recall: the tie-key argmax of
+    ``{i : V_i >= full} ∪ {drawn}`` per CM.
+
+    Storing a winner raises its support to ``full`` (V = 1: every active afferent now reaches
+    it), so recognition right after storing picks, among the drawn cell and the cells already at
+    full support, the one with the largest tie key. Taking that cell as the learning winner keeps
+    the draw whenever it would be recalled (always when no cell is at full support) and
+    otherwise gives the tie to recognition's choice (reconstructed default ``tie_break="recall"``).
+
+    Args:
+        V: ``(B, M, Q*K)`` support; drawn: ``(B, M, Q)`` winners drawn from rho.
+        priority: tie keys >= 0 broadcastable to ``(B, M, Q, K)`` (recognition's tie-break).
+        drawn_key: ``(B, M, Q)`` key the drawn cell will have once stored, when storing changes
+            it (default: its current key).
+
+    Returns:
+        ``(B, M, Q)`` long.
+    """
+    Vq = V.unflatten(-1, (Q, K))
+    key = priority
+    if drawn_key is not None:
+        key = torch.broadcast_to(priority, Vq.shape).scatter(-1, drawn.unsqueeze(-1), drawn_key.unsqueeze(-1))
+    cand = (Vq >= full).scatter(-1, drawn.unsqueeze(-1), True)  # (B, M, Q, K)
+    return (cand * (1.0 + key)).argmax(-1)  # key >= 0
 
 
 def codes_to_cells(codes: Tensor, K: int) -> Tensor:
@@ -362,10 +462,37 @@ def _expand_cells(mac_lists: list[list[int]], C: int) -> list[list[int]]:
     return [[m * C + c for m in macs for c in range(C)] for macs in mac_lists]
 
 
+@dataclass
+class LearnTrace:
+    """What single-trial learning did, per level ``l`` (lists indexed by level).
+
+    Attributes:
+        codes: Learned codes ``(B, [T,] M_l, Q_l)`` (-1 where a mac was inactive).
+        G: Familiarity of each mac when the item (frame) was learned, ``(B, [T,] M_l)``.
+        stored: Macs that stored the item: active, U weights not yet frozen, and G < 1 (an item
+            seen with G = 1 is already fully familiar and adds nothing), ``(B, [T,] M_l)``.
+    """
+
+    codes: list[Tensor]
+    G: list[Tensor]
+    stored: list[Tensor]
+
+    @staticmethod
+    def cat(parts: list[LearnTrace]) -> LearnTrace:
+        n = len(parts[0].codes)
+        return LearnTrace(*[[torch.cat([getattr(p, f)[lvl] for p in parts]) for lvl in range(n)] for f in ("codes", "G", "stored")])
+
+    def frame(self, t: int) -> LearnTrace:
+        """The trace of frame ``t`` (drops the time axis)."""
+        return LearnTrace([c[:, t] for c in self.codes], [g[:, t] for g in self.G], [s[:, t] for s in self.stored])
+
+
 # ----------------------------------------------------------------------------------------
 # The network
 # ----------------------------------------------------------------------------------------
 _SIGNALS = ("U", "H", "D")
+_SPARSE_MIN_AFFERENTS = 512  # RF size from which gathering active weight rows beats a dense bmm
+_LINKS_CAP = 2.0**40  # above any number of links of one cell (tie keys stay >= 0)
 _BACKOFF_ORDER = (("H", "U", "D"), ("H", "U"), ("U", "D"), ("H", "D"), ("U",), ("H",), ("D",))
 
 
@@ -392,13 +519,17 @@ class Sparsey(nn.Module):
         if not isinstance(cfg, SparseyConfig):
             raise ConfigError(f"Sparsey expects a SparseyConfig, got {type(cfg).__name__}")
         self.config = cfg
-        self.Q, self.K, self.C = cfg.Q, cfg.K, cfg.Q * cfg.K
+        L = cfg.n_levels
+        self.Qs = [int(cfg.at("Q", lvl)) for lvl in range(L)]  # per level
+        self.Ks = [int(cfg.at("K", lvl)) for lvl in range(L)]
+        self.Cs = [q * k for q, k in zip(self.Qs, self.Ks)]
+        self.Q, self.K, self.C = self.Qs[0], self.Ks[0], self.Cs[0]  # level 1 (equal at every level by default)
         self.frame = 0  # learning frames so far (decay clock)
         self._build()
 
     # ---- construction --------------------------------------------------------------------
     def _build(self) -> None:
-        cfg, C = self.config, self.C
+        cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
         self.generator = gen
         self.n_macs: list[int] = []
@@ -410,15 +541,17 @@ class Sparsey(nn.Module):
             else:
                 srcs = _radius_sources(shape, g, cfg.rf_radius[lvl])
             M = g * g
+            C = self.Cs[lvl]
             self.n_macs.append(M)
             if lvl == 0:
                 n_src = shape[0] * shape[1]
                 u_lists, cap = srcs, [float(len(s)) for s in srcs]
                 band = cfg.band_l1
             else:
-                n_src = self.n_macs[lvl - 1] * C
+                C_low = self.Cs[lvl - 1]
+                n_src = self.n_macs[lvl - 1] * C_low
                 src_macs.append(srcs)
-                u_lists, cap = _expand_cells(srcs, C), [float(len(s) * cfg.Q) for s in srcs]
+                u_lists, cap = _expand_cells(srcs, C_low), [float(len(s) * self.Qs[lvl - 1]) for s in srcs]
                 band = cfg.band_higher
             u_index = _pad(u_lists, n_src)  # (M, aU); index n_src is the constant-zero unit
             self.register_buffer(f"u_index_{lvl}", u_index)
@@ -444,7 +577,11 @@ class Sparsey(nn.Module):
             self.register_buffer(f"W_H_{lvl}", torch.zeros(M, n_h, C))
             for s in _SIGNALS:
                 self.register_buffer(f"frozen_{s}_{lvl}", torch.zeros(M, dtype=torch.bool))
-            self.register_buffer(f"priority_{lvl}", torch.rand(M, cfg.Q, cfg.K, generator=gen))
+                # ones per mac in W_X (the saturation numerator), kept incrementally; rebuilt on load
+                self.register_buffer(f"ones_{s}_{lvl}", torch.zeros(M, dtype=torch.long), persistent=False)
+                # links per cell (the "specific" tie order), likewise
+                self.register_buffer(f"cell_ones_{s}_{lvl}", torch.zeros(M, C, dtype=torch.long), persistent=False)
+            self.register_buffer(f"priority_{lvl}", torch.rand(M, self.Qs[lvl], self.Ks[lvl], generator=gen))
             self.register_buffer(f"theta_{lvl}", torch.full((M,), 0.5))
             self.register_buffer(f"learn_frames_{lvl}", torch.zeros(M, dtype=torch.long))
             self.register_buffer(f"active_frames_{lvl}", torch.zeros(M, dtype=torch.long))
@@ -452,13 +589,14 @@ class Sparsey(nn.Module):
             shape = (g, g)
         # top-down RF of level l: level-(l+1) macs whose U-RF contains the mac
         for lvl in range(cfg.n_levels):
-            M = self.n_macs[lvl]
+            M, C = self.n_macs[lvl], self.Cs[lvl]
             if lvl + 1 < cfg.n_levels and cfg.use_d:
+                C_up = self.Cs[lvl + 1]
                 up = src_macs[lvl]
                 d_macs = [[p for p, srcs in enumerate(up) if m in srcs] for m in range(M)]
                 d_macs = [d if d else [] for d in d_macs]
-                d_lists = _expand_cells(d_macs, C)
-                n_up = self.n_macs[lvl + 1] * C
+                d_lists = _expand_cells(d_macs, C_up)
+                n_up = self.n_macs[lvl + 1] * C_up
                 if max(len(s) for s in d_lists) == 0:
                     d_lists = [[n_up]] * M
                     rows = [0.0] * M
@@ -475,6 +613,28 @@ class Sparsey(nn.Module):
                 for s in _SIGNALS:
                     W = self._buf("W", s, lvl)
                     self.register_buffer(f"last_{s}_{lvl}", torch.full_like(W, -math.inf))
+
+    def _recount_ones(self) -> None:
+        """Rebuild the per-mac ones counters from the weights (after loading a state dict)."""
+        for lvl in range(self.config.n_levels):
+            for s in _SIGNALS:
+                W = self._buf("W", s, lvl)
+                self._buf("ones", s, lvl).copy_(W.sum((1, 2)).long())
+                self._buf("cell_ones", s, lvl).copy_(W.sum(1).long())
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # noqa: D102
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._recount_ones()
+        return out
+
+    def _tie_key(self, lvl: int, xs: dict[str, Tensor]) -> Tensor:
+        """Tie keys ``(M, Q, K)`` (larger wins): the fixed priority, or for ``tie_order="specific"``
+        minus the cell's number of learned links over the present signals (priority breaks the rest)."""
+        prio = self._buf("priority", None, lvl)
+        if self.config.tie_order == "priority":
+            return prio
+        links = sum(self._buf("cell_ones", s, lvl) for s in xs)  # (M, C)
+        return prio.double() * 0.5 + (_LINKS_CAP - links.view_as(prio).double())  # >= 0: fewer links wins
 
     def _buf(self, kind: str, signal: str | None, lvl: int) -> Tensor:
         return getattr(self, f"{kind}_{signal}_{lvl}" if signal else f"{kind}_{lvl}")
@@ -519,7 +679,7 @@ class Sparsey(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """V (B, M, C) from the available signals (steps 2-4) and the per-signal normalised sums."""
         cfg = self.config
-        lam = {"U": cfg.lambda_u, "H": cfg.lambda_h, "D": cfg.lambda_d}
+        lam = {"U": cfg.at("lambda_u", lvl), "H": cfg.at("lambda_h", lvl), "D": cfg.at("lambda_d", lvl)}
         V: Tensor | None = None
         parts: dict[str, Tensor] = {}
         for s, x in xs.items():
@@ -529,8 +689,12 @@ class Sparsey(nn.Module):
             denom = pi.clamp_min(1.0)
             if s == "U" and cfg.norm_floor:
                 denom = torch.maximum(denom, self._buf("band", None, lvl)[0] * self._buf("cap", None, lvl))
-            X = normalised_sum(x, self._weights(s, lvl), denom)  # (B, M, C)
+            # large sparse RFs: read only active rows (integer sums: exactly the dense product)
+            sparse = cfg.decay == "off" and x.shape[-1] >= _SPARSE_MIN_AFFERENTS
+            X = normalised_sum(x, self._weights(s, lvl), denom, sparse=sparse)  # (B, M, C)
             parts[s] = X
+            if cfg.tie_order == "specific":
+                parts[s + "_missing"] = pi.unsqueeze(-1) - X * denom.unsqueeze(-1)  # active afferents not linked
             term = X if lam[s] == 1.0 else X.pow(lam[s])
             term = term + (pi == 0).unsqueeze(-1).float()  # absent signal (X = 0 there) -> factor 1
             V = term if V is None else V * term
@@ -550,24 +714,39 @@ class Sparsey(nn.Module):
         Returns:
             codes ``(B, M, Q)`` (-1 inactive), G ``(B, M)``, active ``(B, M)`` bool.
         """
-        cfg, Q, K = self.config, self.Q, self.K
+        cfg, Q, K = self.config, self.Qs[lvl], self.Ks[lvl]
         xU = xs["U"]
         piU = xU.sum(-1)  # (B, M)
         band, cap = self._buf("band", None, lvl), self._buf("cap", None, lvl)
         active = (piU >= band[0] * cap) & (piU <= band[1] * cap) & (piU > 0)  # step 1: gate
-        V, _ = self._support(lvl, xs)  # steps 2-4
+        V, parts = self._support(lvl, xs)  # steps 2-4
         G = familiarity_from_support(V, Q, K) * active  # step 5, (B, M)
+        prio = self._tie_key(lvl, xs)  # recognition's tie-break among max-V cells
         if learn:
             eta = expansivity(G, g_minus=cfg.g_minus, gamma=cfg.gamma, chi=cfg.chi, K=K)  # step 6
             infl = self._buf("theta", None, lvl) if cfg.mu_form == "java" else cfg.inflection
             mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
             rho = cm_probabilities(mu, Q, K)  # step 8, (B, M, Q, K)
             u = torch.rand(rho.shape[:-1], generator=self.generator).to(rho.device)  # (B, M, Q)
-            winners = sample_winners(rho, u)  # step 9
+            frozen = self._buf("frozen", "U", lvl)  # (M,) past the critical period
+            max_v = cfg.frozen_winners == "max_v"
+            if max_v and bool(frozen.all()):
+                winners = argmax_winners(V, prio, Q, K)  # every mac frozen: recognition's winners
+            else:
+                winners = sample_winners(rho, u)  # step 9
+                if cfg.tie_break == "recall":
+                    drawn_key = None
+                    if cfg.tie_order == "specific":  # storing adds the drawn cell's missing links
+                        missing = sum(parts[f"{s}_missing"] * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
+                        miss = missing.unflatten(-1, (Q, K)).gather(-1, winners.unsqueeze(-1))[..., 0]
+                        drawn_key = prio.expand(*winners.shape, K).gather(-1, winners.unsqueeze(-1))[..., 0] - miss
+                    winners = learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key)
+                if max_v and bool(frozen.any()):
+                    winners = torch.where(frozen[None, :, None], argmax_winners(V, prio, Q, K), winners)
         else:
             if cfg.backoff and len(xs) > 1:
                 V, G = self._backoff(lvl, xs, V, G, active)
-            winners = argmax_winners(V, self._buf("priority", None, lvl), Q, K)
+            winners = argmax_winners(V, prio, Q, K)
         codes = torch.where(active.unsqueeze(-1), winners, torch.full_like(winners, -1))
         if learn and update:
             if codes.shape[0] != 1:
@@ -583,7 +762,7 @@ class Sparsey(nn.Module):
         for sub in subsets:
             Vi, _ = self._support(lvl, xs, sub)
             Vs.append(Vi)
-            Gs.append(familiarity_from_support(Vi, self.Q, self.K) * active)
+            Gs.append(familiarity_from_support(Vi, self.Qs[lvl], self.Ks[lvl]) * active)
         Vst, Gst = torch.stack(Vs), torch.stack(Gs)  # (S, B, M, C), (S, B, M)
         ok = Gst >= cfg.g_backoff
         first = ok.float().argmax(0)  # first subset passing
@@ -601,7 +780,8 @@ class Sparsey(nn.Module):
         learn_frames += (active & ~frozen_u).long()
         self._buf("active_frames", None, lvl).add_(active.long())
         self._buf("g_sum", None, lvl).add_(G.double() * active)
-        cells_q = code + torch.arange(self.Q, device=code.device) * self.K  # (M, Q) winner cell ids
+        Q, K = self.Qs[lvl], self.Ks[lvl]
+        cells_q = code + torch.arange(Q, device=code.device) * K  # (M, Q) winner cell ids
         for s, x in xs.items():
             frozen = self._buf("frozen", s, lvl)
             macs = torch.nonzero(active & ~frozen).flatten()  # macs allowed to learn this signal
@@ -610,17 +790,25 @@ class Sparsey(nn.Module):
             m_i, j_i = torch.nonzero(x[0, macs] > 0, as_tuple=True)  # active afferents (pairs)
             if m_i.numel() == 0:
                 continue
-            mm = macs[m_i].unsqueeze(1).expand(-1, self.Q)  # (P, Q)
-            jj = j_i.unsqueeze(1).expand(-1, self.Q)
-            cc = cells_q[macs[m_i]]  # (P, Q)
-            W = self._buf("W", s, lvl)
-            W.index_put_((mm.reshape(-1), jj.reshape(-1), cc.reshape(-1)), torch.ones((), device=W.device))
+            W = self._buf("W", s, lvl)  # (M, a, C), contiguous
+            a, C = W.shape[1], W.shape[2]
+            mac = macs[m_i]  # (P,)
+            cc = cells_q[mac]  # (P, Q) winner cells
+            flat = (((mac * a + j_i) * C).unsqueeze(1) + cc).reshape(-1)  # distinct (mac, afferent, cell) entries
+            Wf = W.view(-1)
+            new = Wf[flat] == 0  # entries about to turn 0 -> 1
+            Wf[flat] = 1.0
+            mac_q = mac.unsqueeze(1).expand(-1, Q).reshape(-1)
+            ones = self._buf("ones", s, lvl)
+            ones.index_add_(0, mac_q, new.long())
+            if cfg.tie_order == "specific":
+                cell = (mac.unsqueeze(1) * C + cc).reshape(-1)
+                self._buf("cell_ones", s, lvl).view(-1).index_add_(0, cell, new.long())
             if cfg.decay != "off":
-                last = self._buf("last", s, lvl)
-                last.index_put_((mm.reshape(-1), jj.reshape(-1), cc.reshape(-1)), torch.tensor(float(self.frame)))
+                self._buf("last", s, lvl).view(-1)[flat] = float(self.frame)
             rows = self._buf("rows", s, lvl)[macs]
-            sat = W[macs].sum((1, 2)) / (rows * self.C).clamp_min(1.0)  # freezing rule
-            frozen[macs] = sat > cfg.freeze_threshold
+            sat = ones[macs].double() / (rows * C).clamp_min(1.0)  # freezing rule
+            frozen[macs] = sat > cfg.level_freeze(lvl)
         if cfg.mu_form == "java":  # theta ratchets 0.5 -> 0.9 as the mac's mean V rises above 0.3
             mean_v = V.mean(-1)
             target = (0.5 + 0.4 * ((mean_v - 0.3) / 0.7)).clamp(0.5, 0.9)
@@ -630,9 +818,19 @@ class Sparsey(nn.Module):
     # ---- frames through the hierarchy ----------------------------------------------------
     @torch.no_grad()
     def _run(
-        self, seq: Tensor, *, learn: bool, sequence: bool, update: bool = True
+        self,
+        seq: Tensor,
+        *,
+        learn: bool,
+        sequence: bool,
+        update: bool = True,
+        stored_out: list[list[Tensor]] | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Present ``seq`` (B, T, N) binary frames; returns per level codes (B, T, M, Q) and G (B, T, M)."""
+        """Present ``seq`` (B, T, N) binary frames; returns per level codes (B, T, M, Q) and G (B, T, M).
+
+        With ``stored_out`` (one list per level), appends per frame the ``(B, M)`` mask of macs that
+        stored the frame: active, U weights not frozen before the frame, and G < 1.
+        """
         cfg = self.config
         B, T, _ = seq.shape
         L = cfg.n_levels
@@ -650,6 +848,8 @@ class Sparsey(nn.Module):
                 P = cfg.level_persistence(lvl)
                 if t % P != 0 and prev_codes[lvl] is not None:  # hold the code (persistence)
                     codes, G = prev_codes[lvl], prev_G[lvl]
+                    if stored_out is not None:
+                        stored_out[lvl].append(torch.zeros(B, self.n_macs[lvl], dtype=torch.bool, device=dev))
                 else:
                     xs = {"U": src[:, self._buf("u_index", None, lvl)]}  # (B, M, aU)
                     if sequence and cfg.use_h and prev_cells[lvl] is not None:
@@ -658,9 +858,12 @@ class Sparsey(nn.Module):
                     if sequence and cfg.use_d and lvl + 1 < L and prev_cells[lvl + 1] is not None:
                         d_src = torch.cat([prev_cells[lvl + 1], zero], 1)
                         xs["D"] = d_src[:, self._buf("d_index", None, lvl)]
-                    codes, G, _ = self._level_step(lvl, xs, learn=learn, update=update)
+                    writable = ~self._buf("frozen", "U", lvl).clone()  # before this frame's update
+                    codes, G, active = self._level_step(lvl, xs, learn=learn, update=update)
+                    if stored_out is not None:
+                        stored_out[lvl].append(active & writable & (G < 1.0))
                 assert codes is not None and G is not None
-                cells = codes_to_cells(codes, self.K)  # (B, M*C)
+                cells = codes_to_cells(codes, self.Ks[lvl])  # (B, M*C)
                 new_cells.append(cells)
                 prev_codes[lvl], prev_G[lvl] = codes, G
                 out_codes[lvl].append(codes)
@@ -694,7 +897,7 @@ class Sparsey(nn.Module):
     def present(
         self, x: Tensor, *, mode: Literal["learn", "recognize"] = "recognize", update_weights: bool = True
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """One CSA pass over static images (spec ``Mac.step`` at network scale).
+        """One CSA pass over static images (one mac step, at network scale).
 
         ``mode="learn"`` draws winners from rho; with ``update_weights=False`` nothing is stored
         and the batch is processed at once (used to measure SISC). ``mode="learn"`` with
@@ -762,7 +965,8 @@ class Sparsey(nn.Module):
         if levels not in ("all", "top"):
             raise UserError(f"readout levels must be 'all' or 'top', got {levels!r}")
         chosen = codes if levels == "all" else codes[-1:]
-        return torch.cat([codes_to_cells(c, self.K) for c in chosen], -1)
+        Ks = self.Ks if levels == "all" else self.Ks[-1:]
+        return torch.cat([codes_to_cells(c, k) for c, k in zip(chosen, Ks)], -1)
 
     @torch.no_grad()
     def learn_sequence(self, frames: Tensor) -> Tensor:
@@ -777,6 +981,30 @@ class Sparsey(nn.Module):
             codes, _ = self._run(seq[i : i + 1], learn=True, sequence=True)
             out.append(codes[-1].flatten(2))
         return torch.cat(out)
+
+    @torch.no_grad()
+    def learn_trace(self, x: Tensor) -> LearnTrace:
+        """:meth:`learn` that also returns every level's learned codes, G and which macs stored
+        each item (active, not frozen, G < 1): the ground truth of the recall metrics.
+
+        Returns:
+            A :class:`LearnTrace` of per level ``(B, M_l, Q_l)`` codes, ``(B, M_l)`` G and stored.
+        """
+        imgs = self._images(x)
+        parts = [self._trace(imgs[i : i + 1, None], sequence=False) for i in range(imgs.shape[0])]
+        return LearnTrace.cat(parts).frame(0)
+
+    @torch.no_grad()
+    def learn_sequence_trace(self, frames: Tensor) -> LearnTrace:
+        """:meth:`learn_sequence` with the learned codes, G and stored masks of every level, per
+        frame: ``(B, T, M_l, Q_l)``, ``(B, T, M_l)``, ``(B, T, M_l)``."""
+        seq = self._sequences(frames)
+        return LearnTrace.cat([self._trace(seq[i : i + 1], sequence=True) for i in range(seq.shape[0])])
+
+    def _trace(self, seq: Tensor, *, sequence: bool) -> LearnTrace:
+        stored: list[list[Tensor]] = [[] for _ in self.n_macs]
+        codes, G = self._run(seq, learn=True, sequence=sequence, stored_out=stored)
+        return LearnTrace(codes, G, [torch.stack(s, 1) for s in stored])
 
     @torch.no_grad()
     def encode_sequence_levels(self, frames: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -799,7 +1027,7 @@ class Sparsey(nn.Module):
     def saturation(self, level: int, signal: str = "U") -> Tensor:
         """Per mac fraction of ones among the weight rows in its RF, ``(M,)``."""
         W, rows = self._buf("W", signal, level), self._buf("rows", signal, level)
-        return W.sum((1, 2)) / (rows * self.C).clamp_min(1.0)
+        return W.sum((1, 2)) / (rows * self.Cs[level]).clamp_min(1.0)
 
     def stats(self) -> dict[str, float]:
         """Per level: mean/max saturation, frozen fraction, mean G while learning, learning frames."""
@@ -853,4 +1081,4 @@ class Sparsey(nn.Module):
         return net
 
     def extra_repr(self) -> str:
-        return f"levels={self.n_macs} macs, Q={self.Q}, K={self.K}, input={self.config.input_shape}"
+        return f"levels={self.n_macs} macs, Q={self.Qs}, K={self.Ks}, input={self.config.input_shape}"
