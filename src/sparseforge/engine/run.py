@@ -123,7 +123,8 @@ class Run:
                 self._figures = self._read_json("figures.json", [])
                 self._tables = self._read_json("tables.json", {})
             else:  # a fresh run starts from a clean slate (stale results must not survive a failed rerun)
-                for name in ("metrics.jsonl", "summary.json", "tables.json", "figures.json", "report.html"):
+                for name in ("metrics.jsonl", "summary.json", "tables.json", "figures.json", "report.html",
+                             "recipe.json"):
                     if (self.path / name).exists():
                         (self.path / name).unlink()
                 if self.progress_root.exists():
@@ -208,7 +209,11 @@ class Run:
     def save_table(self, name: str, rows: list[dict[str, Any]], caption: str = "") -> None:
         """Store a table (list of row dicts) for the report and in ``tables.json``."""
         if self.write:
-            self._tables[name] = {"caption": caption, "rows": _clean(rows)}
+            columns: list[str] = []
+            for r in rows:
+                columns += [str(k) for k in r if str(k) not in columns]
+            # the column order is kept apart: the JSON file's rows have sorted keys
+            self._tables[name] = {"caption": caption, "columns": columns, "rows": _clean(rows)}
             atomic_write_json(self.path / "tables.json", self._tables)
 
     # --- checkpoints and cached stages ----------------------------------------------------
