@@ -65,6 +65,8 @@ class BayesLayer(nn.Module):
         self.register_buffer("pi_prior", torch.full(shape, 0.5, **f64))
         self.register_buffer("ell", torch.zeros(shape, **f64))
         self.register_buffer("post_logit", torch.zeros(shape, **f64))
+        # ⟨ρ⟩ in the weights' dtype, cached for the per-step KL (refreshed by set_rho_)
+        self.register_buffer("e_rho_w", torch.ones(shape, dtype=weight.dtype, device=weight.device))
 
     # --- views -------------------------------------------------------------------------------
     @property
@@ -87,11 +89,17 @@ class BayesLayer(nn.Module):
         """⟨ρ⟩ = ã / b̃ (float64)."""
         return rho_moments(self.a_tilde, self.b_tilde)[0]
 
+    @torch.no_grad()
+    def set_rho_(self, a_t: torch.Tensor, b_t: torch.Tensor) -> None:
+        """Store q(ρ) = Gamma(ã, b̃) and refresh the cached ⟨ρ⟩ the KL uses."""
+        self.a_tilde.copy_(a_t)
+        self.b_tilde.copy_(b_t)
+        self.e_rho_w.copy_(self.e_rho())
+
     def kl(self) -> torch.Tensor:
         """Σ_n KL_n over the kept weights (differentiable in μ and, if learned, log σ²)."""
-        e_rho = self.e_rho()
         log_s2 = self.log_sigma2 if self.learn_sigma else None
-        kl = kl_divergence(self.mu, log_s2, e_rho)
+        kl = kl_divergence(self.mu, log_s2, self.e_rho_w)
         return (kl * self.mask).sum()
 
     @torch.no_grad()

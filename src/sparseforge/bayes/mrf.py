@@ -55,7 +55,6 @@ __all__ = [
 
 PI_CLAMP = 1e-6  # module B's output to module A is clamped to [PI_CLAMP, 1 - PI_CLAMP]
 MSG_EPS = 1e-12  # messages are clamped to [MSG_EPS, 1 - MSG_EPS]
-_MSG_MAX = math.log((1.0 - MSG_EPS) / MSG_EPS)
 
 Output = Literal["extrinsic", "belief"]
 
@@ -87,30 +86,28 @@ class PairTable:
         return torch.log(t)
 
 
+def _edge_coeffs(log_psi: torch.Tensor, forward: bool) -> tuple[torch.Tensor, ...]:
+    """(A, B, C, D) with m(1) = A (1-c) + B c and m(0) = C (1-c) + D c for a cavity P(s=1) = c."""
+    psi = torch.exp(log_psi)
+    if forward:  # Σ_s ψ(s, s') c(s)
+        return psi[0, 1], psi[1, 1], psi[0, 0], psi[1, 0]
+    return psi[1, 0], psi[1, 1], psi[0, 0], psi[0, 1]  # Σ_s' ψ(s, s') c(s')
+
+
 def message(x: torch.Tensor, log_psi: torch.Tensor, *, forward: bool) -> torch.Tensor:
     """(B2): log-odds of the message sent along one edge from a cavity with log-odds ``x``.
+
+    The two-term sums are formed from the cavity probability c = sigmoid(x), which is exact in the
+    saturated limits (c = 0 or 1 gives a row of ψ), and the result is returned as log-odds.
 
     Args:
         x: (...) cavity log-odds of the sender, float64.
         log_psi: (2, 2) ln ψ indexed [first, second].
         forward: True if the sender is ψ's first index (→ or ↓), False for ← or ↑.
     """
-    lp = log_psi
-    if forward:  # Σ_s ψ(s, s') c(s), for s' = 1 and s' = 0
-        num = torch.logaddexp(lp[0, 1], lp[1, 1] + x)
-        den = torch.logaddexp(lp[0, 0], lp[1, 0] + x)
-    else:  # Σ_s' ψ(s, s') c(s'), for s = 1 and s = 0
-        num = torch.logaddexp(lp[1, 0], lp[1, 1] + x)
-        den = torch.logaddexp(lp[0, 0], lp[0, 1] + x)
-    return num - den
-
-
-def _damp(new: torch.Tensor, old: torch.Tensor, beta: float) -> torch.Tensor:
-    """(B3) in the probability domain, then back to clamped log-odds."""
-    if beta > 0:
-        p = (1.0 - beta) * torch.sigmoid(new) + beta * torch.sigmoid(old)
-        new = logit(p, MSG_EPS)
-    return new.clamp(-_MSG_MAX, _MSG_MAX)
+    a, b, c_, d = _edge_coeffs(log_psi, forward)
+    c = torch.sigmoid(x.to(torch.float64))
+    return torch.log(a * (1.0 - c) + b * c) - torch.log(c_ * (1.0 - c) + d * c)
 
 
 def chain_forward_backward(
@@ -177,25 +174,44 @@ def bp_grid(
     """
     u = unary.to(torch.float64)
     loc = torch.zeros_like(u) if local is None else local.to(torch.float64)
-    right, left, down, up = (torch.zeros_like(u) for _ in range(4))  # message INTO (r, c) from its left/right/up/down
+    R, C = u.shape
+    # msgs[k] = log-odds of the message INTO (r, c) travelling → (from the left), ← (from the right),
+    # ↓ (from above), ↑ (from below); a missing neighbour or edge type keeps the neutral 0.
+    msgs = torch.zeros((4, R, C), dtype=torch.float64)  # log-odds
+    probs = torch.full((4, R, C), 0.5, dtype=torch.float64)  # the same messages as P(s = 1)
+    neutral = torch.zeros((2, 2), dtype=torch.float64)
+    ch = [_edge_coeffs(log_psi_h if log_psi_h is not None else neutral, f) for f in (True, False)]
+    cv = [_edge_coeffs(log_psi_v if log_psi_v is not None else neutral, f) for f in (True, False)]
+    # m(1) = A + (B - A) c,  m(0) = C + (D - C) c  for the four directions at once: (4, 1, 1) each
+    A, B, Cc, D = (torch.stack([ch[0][i], ch[1][i], cv[0][i], cv[1][i]]).view(4, 1, 1) for i in range(4))
+    BA, DC = B - A, D - Cc
+    live = torch.zeros((4, R, C), dtype=torch.bool)  # receivers that have a sender in that direction
+    if log_psi_h is not None:
+        live[0, :, 1:] = True
+        live[1, :, :-1] = True
+    if log_psi_v is not None:
+        live[2, 1:, :] = True
+        live[3, :-1, :] = True
+    dead = ~live
+    back = [1, 0, 3, 2]  # the message coming back along the same edge
+    x = torch.zeros_like(msgs)  # each sender's cavity, moved onto its receiver (borders stay 0)
     change = 0.0
-    for _ in range(iters):
-        total = u + loc + right + left + down + up  # (R, C) belief log-odds
-        n_right, n_left, n_down, n_up = right, left, down, up
-        if log_psi_h is not None and u.shape[1] > 1:
-            n_right = torch.zeros_like(u)
-            n_right[:, 1:] = message((total - left)[:, :-1], log_psi_h, forward=True)
-            n_left = torch.zeros_like(u)
-            n_left[:, :-1] = message((total - right)[:, 1:], log_psi_h, forward=False)
-        if log_psi_v is not None and u.shape[0] > 1:
-            n_down = torch.zeros_like(u)
-            n_down[1:, :] = message((total - up)[:-1, :], log_psi_v, forward=True)
-            n_up = torch.zeros_like(u)
-            n_up[:-1, :] = message((total - down)[1:, :], log_psi_v, forward=False)
-        new = [_damp(n, o, damping) for n, o in ((n_right, right), (n_left, left), (n_down, down), (n_up, up))]
-        change = max(float((torch.sigmoid(n) - torch.sigmoid(o)).abs().max()) if n.numel() else 0.0
-                     for n, o in zip(new, (right, left, down, up)))
-        right, left, down, up = new
+    for it in range(iters):
+        total = u + loc + msgs.sum(0)  # (R, C) belief log-odds
+        cav = total.unsqueeze(0) - msgs[back]  # (4, R, C): each sender's cavity, at the sender
+        x[0, :, 1:] = cav[0, :, :-1]
+        x[1, :, :-1] = cav[1, :, 1:]
+        x[2, 1:, :] = cav[2, :-1, :]
+        x[3, :-1, :] = cav[3, 1:, :]
+        c = torch.sigmoid(x)
+        m1 = torch.addcmul(A, BA, c)
+        p_new = m1.div_(m1 + torch.addcmul(Cc, DC, c))
+        p_new = torch.lerp(p_new, probs, damping).clamp_(MSG_EPS, 1.0 - MSG_EPS).masked_fill_(dead, 0.5)  # (B3)
+        if it == iters - 1:
+            change = float((p_new - probs).abs().max()) if p_new.numel() else 0.0
+        probs = p_new
+        msgs = torch.log(probs / (1.0 - probs))
+    right, left, down, up = msgs
     ext = loc + right + left + down + up
     return ext, ext + u, change
 

@@ -334,8 +334,7 @@ class TurboVBI:
         for layer in self.layers().values():
             a_t, b_t = rho_update(layer.mu.detach(), layer.sigma2().detach(), layer.pi_tilde, layer.constants(),
                                   form=self.config.rho_update)
-            layer.a_tilde.copy_(a_t)
-            layer.b_tilde.copy_(b_t)
+            layer.set_rho_(a_t, b_t)
 
     @torch.no_grad()
     def s_step(self) -> None:
