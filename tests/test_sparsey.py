@@ -1,4 +1,4 @@
-"""Tests of Sparsey and its CSA (spec shared/methods/sparsey.md section 7)."""
+"""Tests of Sparsey and its Code Selection Algorithm (structure, CSA math, memory properties)."""
 
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def _sisc_inputs(A: torch.Tensor, shared: list[int], gen: torch.Generator) -> to
 
 
 def test_sisc_mean_curve_and_rank_correlation():
-    """Spec test 8: similar inputs -> similar codes (learning-mode CSA, no weight update)."""
+    """Similar inputs -> similar codes (learning-mode CSA, no weight update)."""
     from scipy.stats import spearmanr
 
     net = one_mac(8)
@@ -189,7 +189,7 @@ def test_sisc_mean_curve_and_rank_correlation():
 
 def test_code_overlap_tracks_pixel_overlap_over_random_pairs():
     """Issue test: random (probe, stored item) pairs over a memory of 5 items; code intersection
-    ranks with pixel overlap (learning-mode CSA without storing, as in spec test 8)."""
+    ranks with pixel overlap (learning-mode CSA without storing)."""
     from scipy.stats import spearmanr
 
     gen = torch.Generator().manual_seed(7)
@@ -265,10 +265,12 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
     """Plain-loop CSA (loops over macs, CMs and cells) for a grid of windows + one top mac.
 
     Consumes the generator exactly like the vectorised code: priorities (M, Q, K) per level at
-    construction, then one (1, M, Q) uniform draw per level per learning frame.
+    construction, then one (1, M, Q) uniform draw per level per learning frame. Q, K, lambda_U
+    and the freeze threshold may differ per level.
     """
     Hs, Ws = cfg.input_shape
-    Q, K, C = cfg.Q, cfg.K, cfg.Q * cfg.K
+    Qs, Ks = [cfg.at("Q", lvl) for lvl in range(2)], [cfg.at("K", lvl) for lvl in range(2)]
+    Cs = [q * k for q, k in zip(Qs, Ks)]
     gen = torch.Generator().manual_seed(cfg.seed)
     g1, w = cfg.grids[0], cfg.windows[0]
     h = w // 2
@@ -276,14 +278,15 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
     cx = [int(round(v)) for v in torch.linspace(h, Ws - 1 - h, g1, dtype=torch.float64).tolist()]
     rf1 = [[r * Ws + c for r in range(y - h, y - h + w) for c in range(x - h, x - h + w)] for y in cy for x in cx]
     M1 = len(rf1)
-    rf2 = [[m * C + i for m in range(M1) for i in range(C)]]
-    levels = [(rf1, [len(r) for r in rf1], cfg.band_l1), (rf2, [M1 * Q], cfg.band_higher)]
-    prio = [torch.rand(len(rf), Q, K, generator=gen) for rf, _, _ in levels]
-    W = [[[[0.0] * C for _ in rf[m]] for m in range(len(rf))] for rf, _, _ in levels]
+    rf2 = [[m * Cs[0] + i for m in range(M1) for i in range(Cs[0])]]
+    levels = [(rf1, [len(r) for r in rf1], cfg.band_l1), (rf2, [M1 * Qs[0]], cfg.band_higher)]
+    prio = [torch.rand(len(rf), Qs[lvl], Ks[lvl], generator=gen) for lvl, (rf, _, _) in enumerate(levels)]
+    W = [[[[0.0] * Cs[lvl] for _ in rf[m]] for m in range(len(rf))] for lvl, (rf, _, _) in enumerate(levels)]
     frozen = [[False] * len(rf) for rf, _, _ in levels]
 
     def step(lvl, src, learn):
         rf, cap, band = levels[lvl]
+        Q, K, C, lam = Qs[lvl], Ks[lvl], Cs[lvl], cfg.at("lambda_u", lvl)
         M = len(rf)
         u = torch.rand(1, M, Q, generator=gen) if learn else None
         codes = []
@@ -293,7 +296,7 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
             if not (pi >= band[0] * cap[m] and pi <= band[1] * cap[m] and pi > 0):
                 codes.append([-1] * Q)
                 continue
-            V = [sum(x[j] * W[lvl][m][j][i] for j in range(len(x))) / pi for i in range(C)]
+            V = [(sum(x[j] * W[lvl][m][j][i] for j in range(len(x))) / pi) ** lam for i in range(C)]
             G = sum(max(V[q * K + k] for k in range(K)) for q in range(Q)) / Q
             code = []
             for q in range(Q):
@@ -324,7 +327,7 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
                         for q in range(Q):
                             W[lvl][m][j][q * K + code[q]] = 1.0
                 ones = sum(sum(row) for row in W[lvl][m])
-                if ones / (len(x) * C) > cfg.freeze_threshold:
+                if ones / (len(x) * C) > cfg.at("freeze_threshold", lvl):
                     frozen[lvl][m] = True
         return codes
 
@@ -334,11 +337,11 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
         for lvl in range(2):
             codes = step(lvl, src, learn)
             out.append(codes)
-            src = [0.0] * (len(codes) * C)
+            src = [0.0] * (len(codes) * Cs[lvl])
             for m, code in enumerate(codes):
                 for q, k in enumerate(code):
                     if k >= 0:
-                        src[m * C + q * K + k] = 1.0
+                        src[m * Cs[lvl] + q * Ks[lvl] + k] = 1.0
         return out
 
     learned = [forward(X[i], True) for i in range(X.shape[0])]
@@ -346,8 +349,15 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
     return learned, recalled, W
 
 
-def test_vectorised_equals_plain_loop_reference():
-    cfg = SparseyConfig(input_shape=(6, 6), grids=(2, 1), windows=(3, 0), Q=3, K=4, freeze_threshold=0.3, seed=5)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"Q": 3, "K": 4, "freeze_threshold": 0.3},
+        {"Q": (3, 2), "K": (4, 6), "lambda_u": (1.0, 3.0), "freeze_threshold": (0.3, 0.6)},
+    ],
+)
+def test_vectorised_equals_plain_loop_reference(kw):
+    cfg = SparseyConfig(input_shape=(6, 6), grids=(2, 1), windows=(3, 0), seed=5, **kw)
     g = torch.Generator().manual_seed(12)
     X = (torch.rand(15, 6, 6, generator=g) < 0.3).float()
     net = Sparsey(cfg)

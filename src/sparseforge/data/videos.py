@@ -1,4 +1,4 @@
-"""Binary video sequences for Sparsey's spatiotemporal path (spec ``sparsey.md`` section 4).
+"""Binary video sequences for Sparsey's spatiotemporal path.
 
 Paper context: Rinkus & Leveille, "Superposed Episodic and Semantic Memory via Sparse Distributed
 Representation", arXiv 1710.07829; the authors' Weizmann-actions experiment used binary edge maps
@@ -7,6 +7,9 @@ of short snippets.
 - :func:`moving_shapes`: generated offline default, deterministic from a seed. Four classes, one
   per motion direction (0 up, 1 down, 2 left, 3 right); each sequence moves a ``shape_size`` solid
   square one pixel per frame from a random valid start.
+- :func:`random_sparse_sequences`: sequences of independent random sparse frames (exactly
+  ``active`` on-pixels each), the memory-capacity probe: nothing but the stored chain of codes
+  links one frame to the next.
 - :func:`load_frame_folders`: Weizmann-style data preprocessed offline, from a user path:
   ``root/<class>/<sequence>/`` folders of PNG or PGM frames (sorted by file name), or
   ``root/<class>/<sequence>.npy`` arrays ``[T, H, W]``. Frames are binarised (> half the maximum)
@@ -26,7 +29,14 @@ from torch import Tensor
 from ..errors import DataFormatError
 from ..registry import register_dataset
 
-__all__ = ["moving_shapes", "moving_shapes_splits", "load_frame_folders", "read_pgm", "DIRECTIONS"]
+__all__ = [
+    "moving_shapes",
+    "moving_shapes_splits",
+    "random_sparse_sequences",
+    "load_frame_folders",
+    "read_pgm",
+    "DIRECTIONS",
+]
 
 DIRECTIONS = ("up", "down", "left", "right")
 _STEP = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}
@@ -79,6 +89,29 @@ def moving_shapes_splits(
     X_tr, y_tr = moving_shapes(n_train_per_class, frames, size, seed)
     X_te, y_te = moving_shapes(n_test_per_class, frames, size, seed + 100_003)
     return X_tr, y_tr, X_te, y_te
+
+
+def random_sparse_sequences(
+    n: int, frames: int, size: tuple[int, int] | int = 16, active: int = 26, *, seed: int = 0
+) -> Tensor:
+    """Sequences of independent random binary frames with exactly ``active`` on-pixels each.
+
+    Args:
+        n: Number of sequences.
+        frames: Frames per sequence.
+        size: Frame shape ``(H, W)`` (or one side).
+        active: On-pixels per frame.
+        seed: Seed (same seed, same sequences).
+
+    Returns:
+        float32 ``(n, frames, H, W)`` in {0, 1}.
+    """
+    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if n < 1 or frames < 1 or not 0 <= active <= H * W:
+        raise DataFormatError(f"random_sparse_sequences needs n, frames >= 1 and 0 <= active <= {H * W}")
+    g = torch.Generator().manual_seed(seed)
+    ranks = torch.rand(n * frames, H * W, generator=g).argsort(1).argsort(1)  # a random permutation per frame
+    return (ranks < active).float().view(n, frames, H, W)
 
 
 @register_dataset("moving_shapes", num_classes=4, input_shape=(8, 16, 16), needs_path=False)

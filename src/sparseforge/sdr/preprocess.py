@@ -1,4 +1,4 @@
-"""Binary image preparation for Sparsey (spec ``sparsey.md`` section 4).
+"""Binary image preparation for Sparsey.
 
 Paper: Rinkus & Leveille, "Superposed Episodic and Semantic Memory via Sparse Distributed
 Representation", arXiv 1710.07829. Sparsey's inputs are binary: MNIST was scaled to 16x24,
@@ -6,7 +6,8 @@ binarised and skeletonised. This module holds our own implementations of
 
 - ``digits_binary``: scikit-learn digits -> threshold (pixel >= 8 of 16) -> nearest x2 -> 16x16,
   optional Zhang-Suen thinning; 100 training items per class by a seeded permutation, rest test;
-- ``digits_edges``: the spec's measured digits input (bilinear x2, threshold 8/16, boundary pixels);
+- ``digits_edges``: sparse edge input (bilinear x2, threshold 8/16, boundary pixels), so only a few
+  pixels are on in any small receptive field;
 - ``zhang_suen``: Zhang & Suen (1984) thinning (two sub-iterations until no change);
 - ``boundary``: on-pixels with at least one 4-neighbour off;
 - ``to_sparsey_format``: area-average resize -> threshold -> optional thinning (MNIST);
@@ -88,7 +89,8 @@ def area_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 def to_sparsey_format(
     x: Tensor, *, resize: tuple[int, int] = (24, 16), threshold: float = 0.5, skeletonize: bool = True
 ) -> Tensor:
-    """MNIST-style images in [0, 1] ``(N, [1,] H, W)`` -> binary ``(N, *resize)`` (spec section 4)."""
+    """MNIST-style images in [0, 1] ``(N, [1,] H, W)`` -> binary ``(N, *resize)`` (the authors'
+    16x24 binarised, skeletonised format)."""
     x = x.float()
     if x.dim() == 4:
         x = x[:, 0]
@@ -126,7 +128,7 @@ def _all_digits() -> tuple[Tensor, Tensor]:
 def digits_binary(
     split_seed: int = 0, *, upsample: int = 2, threshold: float = 8, skeletonize: bool = False, per_class: int = 100
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Spec ``digits_binary``: pixel >= threshold (of 16) -> nearest upsample -> 16x16 {0, 1}."""
+    """scikit-learn digits: pixel >= threshold (of 16) -> nearest upsample -> 16x16 {0, 1}."""
     x, y = _all_digits()
     b = (x * 16.0 >= threshold).float()
     b = b.repeat_interleave(upsample, -2).repeat_interleave(upsample, -1)
@@ -139,7 +141,7 @@ def digits_binary(
 def digits_edges(
     split_seed: int = 0, *, size: int = 16, threshold: float = 8, per_class: int = 100
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The spec's measured digits input: bilinear upsample to ``size``, threshold, boundary pixels."""
+    """Sparse digits input: bilinear upsample to ``size``, threshold (of 16), boundary pixels."""
     x, y = _all_digits()
     up = F.interpolate(x[:, None] * 16.0, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     b = boundary((up >= threshold).float())

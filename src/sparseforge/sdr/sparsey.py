@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -124,6 +125,11 @@ class SparseyConfig:
         frozen_winners: "max_v" (default, as in the authors' code after freezing): a mac whose
             U weights are frozen picks recognition's max-V winners while learning; "sample":
             it keeps drawing from rho (its codes are then not stored anywhere).
+        tie_order: How recognition breaks ties among max-V cells: "priority" (reconstructed
+            default: a fixed seeded random order) or "fewest_links" (the cell with the fewest
+            learned links over the present signals, i.e. the most selective match; priority
+            breaks the rest). A fixed order makes the same cells win every tie at full support,
+            so their input unions grow fastest; "fewest_links" spreads them.
         norm_floor: Divide u by max(pi_U, pi_lo) instead of pi_U (reconstructed default False).
         use_h: Use horizontal (t-1, same level) input in sequences.
         use_d: Use top-down (t-1, level above) input in sequences.
@@ -160,7 +166,7 @@ class SparseyConfig:
     freeze_threshold: float | tuple[float, ...] = 0.5
     tie_break: Literal["recall", "sample"] = "recall"
     frozen_winners: Literal["max_v", "sample"] = "max_v"
-    tie_order: Literal["priority", "specific"] = "priority"
+    tie_order: Literal["priority", "fewest_links"] = "priority"
     norm_floor: bool = False
     use_h: bool = True
     use_d: bool = True
@@ -480,7 +486,9 @@ class LearnTrace:
     @staticmethod
     def cat(parts: list[LearnTrace]) -> LearnTrace:
         n = len(parts[0].codes)
-        return LearnTrace(*[[torch.cat([getattr(p, f)[lvl] for p in parts]) for lvl in range(n)] for f in ("codes", "G", "stored")])
+        return LearnTrace(
+            *[[torch.cat([getattr(p, f)[lvl] for p in parts]) for lvl in range(n)] for f in ("codes", "G", "stored")]
+        )
 
     def frame(self, t: int) -> LearnTrace:
         """The trace of frame ``t`` (drops the time axis)."""
@@ -579,7 +587,7 @@ class Sparsey(nn.Module):
                 self.register_buffer(f"frozen_{s}_{lvl}", torch.zeros(M, dtype=torch.bool))
                 # ones per mac in W_X (the saturation numerator), kept incrementally; rebuilt on load
                 self.register_buffer(f"ones_{s}_{lvl}", torch.zeros(M, dtype=torch.long), persistent=False)
-                # links per cell (the "specific" tie order), likewise
+                # links per cell (the "fewest_links" tie order), likewise
                 self.register_buffer(f"cell_ones_{s}_{lvl}", torch.zeros(M, C, dtype=torch.long), persistent=False)
             self.register_buffer(f"priority_{lvl}", torch.rand(M, self.Qs[lvl], self.Ks[lvl], generator=gen))
             self.register_buffer(f"theta_{lvl}", torch.full((M,), 0.5))
@@ -628,7 +636,7 @@ class Sparsey(nn.Module):
         return out
 
     def _tie_key(self, lvl: int, xs: dict[str, Tensor]) -> Tensor:
-        """Tie keys ``(M, Q, K)`` (larger wins): the fixed priority, or for ``tie_order="specific"``
+        """Tie keys ``(M, Q, K)`` (larger wins): the fixed priority, or for ``tie_order="fewest_links"``
         minus the cell's number of learned links over the present signals (priority breaks the rest)."""
         prio = self._buf("priority", None, lvl)
         if self.config.tie_order == "priority":
@@ -693,7 +701,7 @@ class Sparsey(nn.Module):
             sparse = cfg.decay == "off" and x.shape[-1] >= _SPARSE_MIN_AFFERENTS
             X = normalised_sum(x, self._weights(s, lvl), denom, sparse=sparse)  # (B, M, C)
             parts[s] = X
-            if cfg.tie_order == "specific":
+            if cfg.tie_order == "fewest_links":
                 parts[s + "_missing"] = pi.unsqueeze(-1) - X * denom.unsqueeze(-1)  # active afferents not linked
             term = X if lam[s] == 1.0 else X.pow(lam[s])
             term = term + (pi == 0).unsqueeze(-1).float()  # absent signal (X = 0 there) -> factor 1
@@ -723,20 +731,20 @@ class Sparsey(nn.Module):
         G = familiarity_from_support(V, Q, K) * active  # step 5, (B, M)
         prio = self._tie_key(lvl, xs)  # recognition's tie-break among max-V cells
         if learn:
-            eta = expansivity(G, g_minus=cfg.g_minus, gamma=cfg.gamma, chi=cfg.chi, K=K)  # step 6
-            infl = self._buf("theta", None, lvl) if cfg.mu_form == "java" else cfg.inflection
-            mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
-            rho = cm_probabilities(mu, Q, K)  # step 8, (B, M, Q, K)
-            u = torch.rand(rho.shape[:-1], generator=self.generator).to(rho.device)  # (B, M, Q)
+            u = torch.rand((*G.shape, Q), generator=self.generator).to(V.device)  # (B, M, Q) uniforms
             frozen = self._buf("frozen", "U", lvl)  # (M,) past the critical period
             max_v = cfg.frozen_winners == "max_v"
             if max_v and bool(frozen.all()):
                 winners = argmax_winners(V, prio, Q, K)  # every mac frozen: recognition's winners
             else:
+                eta = expansivity(G, g_minus=cfg.g_minus, gamma=cfg.gamma, chi=cfg.chi, K=K)  # step 6
+                infl = self._buf("theta", None, lvl) if cfg.mu_form == "java" else cfg.inflection
+                mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
+                rho = cm_probabilities(mu, Q, K)  # step 8, (B, M, Q, K)
                 winners = sample_winners(rho, u)  # step 9
                 if cfg.tie_break == "recall":
                     drawn_key = None
-                    if cfg.tie_order == "specific":  # storing adds the drawn cell's missing links
+                    if cfg.tie_order == "fewest_links":  # storing adds the drawn cell's missing links
                         missing = sum(parts[f"{s}_missing"] * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
                         miss = missing.unflatten(-1, (Q, K)).gather(-1, winners.unsqueeze(-1))[..., 0]
                         drawn_key = prio.expand(*winners.shape, K).gather(-1, winners.unsqueeze(-1))[..., 0] - miss
@@ -801,7 +809,7 @@ class Sparsey(nn.Module):
             mac_q = mac.unsqueeze(1).expand(-1, Q).reshape(-1)
             ones = self._buf("ones", s, lvl)
             ones.index_add_(0, mac_q, new.long())
-            if cfg.tie_order == "specific":
+            if cfg.tie_order == "fewest_links":
                 cell = (mac.unsqueeze(1) * C + cc).reshape(-1)
                 self._buf("cell_ones", s, lvl).view(-1).index_add_(0, cell, new.long())
             if cfg.decay != "off":
@@ -956,17 +964,31 @@ class Sparsey(nn.Module):
         return self._top(codes[-1], gs[-1])[1]
 
     @torch.no_grad()
-    def cells(self, x: Tensor, *, levels: str = "all", batch_size: int = 256) -> Tensor:
-        """Binary vector of active cells ``(B, n_cells)`` of all internal levels (or the top)."""
+    def cells(self, x: Tensor, *, levels: str | Sequence[int] = "all", batch_size: int = 256) -> Tensor:
+        """Binary vector of active cells ``(B, n_cells)`` of the chosen levels (see :meth:`codes_to_active`)."""
         codes, _ = self.encode_levels(x, batch_size=batch_size)
         return self.codes_to_active(codes, levels=levels)
 
-    def codes_to_active(self, codes: list[Tensor], *, levels: str = "all") -> Tensor:
-        if levels not in ("all", "top"):
-            raise UserError(f"readout levels must be 'all' or 'top', got {levels!r}")
-        chosen = codes if levels == "all" else codes[-1:]
-        Ks = self.Ks if levels == "all" else self.Ks[-1:]
-        return torch.cat([codes_to_cells(c, k) for c, k in zip(chosen, Ks)], -1)
+    def codes_to_active(self, codes: list[Tensor], *, levels: str | Sequence[int] = "all") -> Tensor:
+        """Concatenated binary cell vectors of per-level codes.
+
+        Args:
+            codes: Per level ``(..., M_l, Q_l)`` codes (-1 inactive).
+            levels: ``"all"`` (every level), ``"top"``, or 0-based level indices.
+        """
+        if isinstance(levels, str):
+            if levels not in ("all", "top"):
+                raise UserError(f"readout levels must be 'all', 'top' or level indices, got {levels!r}")
+            chosen = list(range(len(codes))) if levels == "all" else [len(codes) - 1]
+        else:
+            chosen = [int(v) for v in levels]
+            if not chosen or not all(0 <= v < len(codes) for v in chosen):
+                raise UserError(f"readout levels must be indices in [0, {len(codes)}), got {levels}")
+        return torch.cat([codes_to_cells(codes[v], self.Ks[v]) for v in chosen], -1)
+
+    def frozen_mask(self, level: int, signal: str = "U") -> Tensor:
+        """``(M_l,)`` bool: macs of ``level`` whose ``signal`` weights are frozen (critical period over)."""
+        return self._buf("frozen", signal, level).clone()
 
     @torch.no_grad()
     def learn_sequence(self, frames: Tensor) -> Tensor:
@@ -1023,7 +1045,7 @@ class Sparsey(nn.Module):
         codes, gs = self.encode_sequence_levels(frames)
         return self._top(codes[-1], gs[-1])[1]
 
-    # ---- introspection ---------------------------------------------------------------------
+    # ---- diagnostics -----------------------------------------------------------------------
     def saturation(self, level: int, signal: str = "U") -> Tensor:
         """Per mac fraction of ones among the weight rows in its RF, ``(M,)``."""
         W, rows = self._buf("W", signal, level), self._buf("rows", signal, level)
