@@ -2,7 +2,9 @@
 
 Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
 arXiv 1409.1556, in the common CIFAR form (BatchNorm after every conv, a single classifier layer on
-the 1x1x512 feature map for 32x32 inputs). ``width`` multiplies every channel count.
+the 1x1x512 feature map for 32x32 inputs). ``width`` multiplies every channel count; ``bn=False``
+builds the BatchNorm-free variant (convs then have biases), for methods whose per-weight priors a
+following BatchNorm would rescale away (e.g. Turbo-VBI).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class VGG(nn.Module):
         in_channels: input image channels.
         input_size: input height = width; must be divisible by 2**(number of pools).
         width: channel multiplier (each conv gets ``max(1, round(c * width))`` filters).
+        bn: BatchNorm after every conv (default); False drops it and gives the convs a bias.
         conv_layer: injectable ``nn.Conv2d``-like class.
         linear_layer: injectable ``nn.Linear``-like class.
     """
@@ -43,6 +46,7 @@ class VGG(nn.Module):
         in_channels: int = 3,
         input_size: int = 32,
         width: float = 1.0,
+        bn: bool = True,
         conv_layer: type[nn.Module] = nn.Conv2d,
         linear_layer: type[nn.Module] = nn.Linear,
     ) -> None:
@@ -59,7 +63,10 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 continue
             c_out = max(1, round(int(p) * width))
-            layers += [conv_layer(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            if bn:
+                layers += [conv_layer(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            else:
+                layers += [conv_layer(c, c_out, 3, padding=1, bias=True), nn.ReLU(inplace=True)]
             c = c_out
         self.features = nn.Sequential(*layers)
         side = input_size // (2**n_pool)
@@ -77,6 +84,7 @@ def _builder(name: str):
         in_channels: int = 3,
         input_size: int = 32,
         width: float = 1.0,
+        bn: bool = True,
         conv_layer: type[nn.Module] = nn.Conv2d,
         linear_layer: type[nn.Module] = nn.Linear,
     ) -> VGG:
@@ -86,12 +94,13 @@ def _builder(name: str):
             in_channels=in_channels,
             input_size=input_size,
             width=width,
+            bn=bn,
             conv_layer=conv_layer,
             linear_layer=linear_layer,
         )
 
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"CIFAR-style {name.upper()} with BatchNorm and a ``width`` multiplier."
+    build.__doc__ = f"CIFAR-style {name.upper()} with BatchNorm (``bn=False``: without) and a ``width`` multiplier."
     return build
 
 
