@@ -17,7 +17,15 @@ Offline default — :func:`disease_tree`, a generated stand-in for HGCN's Diseas
 * label y_i = 1 if node i was ever infected; the outbreak is redrawn (up to 100 tries) until
   20-80% of the nodes are infected;
 * binary features: the first half of the dimensions ~ Bernoulli(0.02 + 0.1 s_i), the second half
-  ~ Bernoulli(0.02 + 0.1 (1 - s_i)).
+  ~ Bernoulli(0.02 + 0.1 (1 - s_i));
+* heredity h = 0.7: a child keeps its parent's susceptibility with probability h (else draws its
+  own, so s stays Beta(2, 2)-distributed) and each of its feature bits is its parent's bit with
+  probability h (else drawn from its own rate). With h = 0 (independent features) no feature says
+  anything about a held-out tree edge, whose removal always disconnects its endpoints in the
+  training graph: measured link-prediction ROC-AUC 0.38-0.52 for HyboNet and GCN (500 nodes,
+  300 epochs) and 0.52 for an oracle ranking by the true susceptibility gap. With h = 0.7,
+  full-rank HyboNet / GCN reach NC F1 ~0.9-0.95 and LP ROC-AUC ~0.92-0.95, the regime of HGCN's
+  Disease results (HyboNet: 96.0 / 96.8).
 
 Also :func:`random_tree`, :func:`erdos_renyi_graph`, :func:`sir_outbreak`.
 
@@ -256,8 +264,28 @@ def sir_outbreak(edge_index: torch.Tensor, n: int, susceptibility: torch.Tensor,
     return ever
 
 
+def inherit_sources(parent: torch.Tensor, cols: int, heredity: float, *, generator: torch.Generator) -> torch.Tensor:
+    """For every (node, column): the ancestor-or-self whose own draw the node carries, (N, cols) int64.
+
+    Each non-root node keeps its parent's value with probability ``heredity`` independently per
+    column (``parent[i] < i``, root 0). Vectorised by pointer jumping (log-depth gathers).
+    """
+    n = parent.numel()
+    keep = torch.rand(n, cols, generator=generator) < heredity
+    keep[0] = False
+    ar = torch.arange(n)[:, None].expand(n, cols)
+    src = torch.where(keep, parent[:, None].expand(n, cols), ar)
+    for _ in range(max(1, n.bit_length() + 1)):
+        nxt = torch.gather(src, 0, src)
+        if torch.equal(nxt, src):
+            break
+        src = nxt
+    return src
+
+
 def disease_tree(n: int = 1044, feat_dim: int = 1000, *, seed: int = 0, infectious_steps: int = 3,
-                 beta: float = 1.0, infected_range: tuple[float, float] = (0.2, 0.8), tries: int = 100) -> GraphData:
+                 beta: float = 1.0, heredity: float = 0.7, infected_range: tuple[float, float] = (0.2, 0.8),
+                 tries: int = 100) -> GraphData:
     """HGCN-Disease-style tree with SIR labels and susceptibility-driven binary features (see module doc).
 
     If no outbreak of ``tries`` lands in ``infected_range`` the one closest to it is kept and
@@ -265,9 +293,13 @@ def disease_tree(n: int = 1044, feat_dim: int = 1000, *, seed: int = 0, infectio
     """
     if n < 2 or feat_dim < 2:
         raise UserError(f"disease_tree needs n >= 2 nodes and feat_dim >= 2 features, got n={n}, feat_dim={feat_dim}")
+    if not 0.0 <= heredity < 1.0:
+        raise UserError(f"heredity must be in [0, 1), got {heredity}")
     g = torch.Generator().manual_seed(int(seed))
     edges = random_tree(n, seed=g)
-    sus = _beta22(n, g)  # (N,) susceptibility ~ Beta(2, 2)
+    parent = torch.zeros(n, dtype=torch.long)
+    parent[edges[1]] = edges[0]
+    sus = _beta22(n, g)[inherit_sources(parent, 1, heredity, generator=g)[:, 0]]  # (N,) ~ Beta(2, 2)
     lo, hi = infected_range
     best, best_gap, n_try = None, float("inf"), 0
     for n_try in range(1, tries + 1):  # noqa: B007
@@ -283,10 +315,12 @@ def disease_tree(n: int = 1044, feat_dim: int = 1000, *, seed: int = 0, infectio
     half = feat_dim // 2
     p = torch.cat([(0.02 + 0.1 * sus)[:, None].expand(n, half),
                    (0.02 + 0.1 * (1 - sus))[:, None].expand(n, feat_dim - half)], dim=1)  # (N, F)
-    x = (torch.rand(n, feat_dim, generator=g, dtype=torch.float64) < p).float()
+    own = (torch.rand(n, feat_dim, generator=g, dtype=torch.float64) < p).float()  # each node's own draws
+    x = torch.gather(own, 0, inherit_sources(parent, feat_dim, heredity, generator=g))
     return GraphData(x=x, edge_index=canonical_edges(edges, n), y=y, num_classes=2, name="disease_tree",
                      meta={"seed": seed, "infected_fraction": float(y.double().mean()), "outbreak_tries": n_try,
-                           "in_range": best_gap == 0.0, "susceptibility": sus.float()})
+                           "in_range": best_gap == 0.0, "heredity": heredity, "susceptibility": sus.float(),
+                           "parent": parent})
 
 
 def _beta22(n: int, g: torch.Generator) -> torch.Tensor:
@@ -555,6 +589,7 @@ __all__ = [
     "disease_tree",
     "edge_split",
     "erdos_renyi_graph",
+    "inherit_sources",
     "load_hgcn_synthetic",
     "load_planetoid",
     "node_split",
