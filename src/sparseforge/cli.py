@@ -122,9 +122,9 @@ def _check_out(text: str | None, option: str = "--out") -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from .recipes import run_recipe
 
-    _check_out(args.out)
     path, summary = run_recipe(
         args.recipe,
         preset=args.preset,
@@ -155,12 +155,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, debug: bool) -> int:
+    _check_out(args.out, "demo --out")
     from .config import PRESETS
     from .engine.run import ensure_dir
     from .registry import RECIPES
     from .report.html import DemoFailed, run_demo
 
-    _check_out(args.out)
     if args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
     for n in args.only or []:
