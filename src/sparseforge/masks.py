@@ -147,10 +147,22 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.op
     return ms
 
 
-def from_model(model: nn.Module, *, names: Iterable[str] | None = None, min_dim: int = 2) -> dict[str, torch.Tensor]:
-    """Masks of the current non-zeros (by default of every parameter with ``dim >= min_dim``)."""
+def from_model(model: nn.Module, *, targets: Any = None, names: Iterable[str] | None = None,
+               min_dim: int = 2) -> dict[str, torch.Tensor]:
+    """Masks of the current non-zeros, keyed by parameter name.
+
+    Args:
+        targets: module names or patterns (:func:`sparseforge.select`); their own parameters with
+            ``dim >= min_dim`` get masks. Default: every such parameter of the model.
+        names: explicit parameter names instead of ``targets``.
+    """
     p = _params(model)
-    keys = list(names) if names is not None else [n for n, t in p.items() if t.dim() >= min_dim]
+    if names is not None:
+        keys = list(names)
+    else:
+        from .targeting import resolve_targets, target_parameters
+
+        keys = list(target_parameters(model, resolve_targets(model, targets, family="masks"), min_dim=min_dim))
     return {n: p[n].detach() != 0 for n in keys}
 
 

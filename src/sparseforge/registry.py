@@ -238,6 +238,7 @@ _PACKAGES = (
     "graph",
     "physics",
     "operators",
+    "compress",
     "recipes",
 )
 PLUGIN_GROUP = "sparseforge.methods"

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..targeting import Targets
-from .scores import LossFn, _names, get_scorer
+from .scores import LossFn, _names, get_scorer, score_without_side_effects
 
 __all__ = [
     "apply_masks_",
@@ -240,7 +240,7 @@ def prune(model: nn.Module, method: Any, sparsity: float, *, batch: Any = None, 
     cur = masks
     if n_rounds == 1:
         with temporarily_masked(model, cur):
-            s = sc(model, named, batch=batch, loss_fn=loss_fn, **scorer_kwargs)
+            s = score_without_side_effects(sc, model, named, batch=batch, loss_fn=loss_fn, **scorer_kwargs)
         return topk_masks(s, k, scope=scope, masks=cur)
     # several rounds: score a private copy whose pruned weights are zeroed in place (monotone)
     work = copy.deepcopy(model)

@@ -74,8 +74,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if logits.dim() == 3 and logits.shape[1] == 1:  # (b, 1, C) token-model logits: squeeze the position
+    """Cross-entropy in float64; (B, T, V) sequence logits with (B, T) targets are flattened."""
+    if logits.dim() == 3 and logits.shape[1] == 1 and target.dim() == 1:  # (b, 1, C) token-model logits
         logits = logits[:, 0]
+    if logits.dim() == 3 and target.dim() == 2:
+        logits, target = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
     return F.cross_entropy(logits.double(), target)
 
 
@@ -114,7 +117,11 @@ def _split(batch: Any) -> tuple[Any, torch.Tensor]:
 
 
 def _logits(model: nn.Module, x: Any) -> torch.Tensor:
-    out = model(x)
+    """The model's logits for input ``x`` (a tensor, or a dict of keyword inputs); Hugging Face outputs' ``.logits``."""
+    out = model(**x) if isinstance(x, dict) else model(x)
+    out = getattr(out, "logits", out)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
     if out.dim() == 3 and out.shape[1] == 1:
         out = out[:, 0]
     return out
@@ -376,5 +383,17 @@ def scores(model: nn.Module, method: str | Scorer | Callable[..., Any], *, batch
         raise UserError(f"scorer {method!r} needs a batch: pass batch=(x, y)")
     opts = {**sc.options_for(**(options or {})), **kwargs}
     opts.pop("rounds", None)  # a schedule option (prune), not a scoring one
-    return sc(model, named, batch=batch, loss_fn=loss_fn, **opts)
+    return score_without_side_effects(sc, model, named, batch=batch, loss_fn=loss_fn, **opts)
+
+
+def score_without_side_effects(sc: Scorer, model: nn.Module, params: dict[str, nn.Parameter], **kw: Any) -> dict[str, torch.Tensor]:
+    """Run a scorer and restore the model's buffers (a forward in train mode moves BatchNorm statistics)."""
+    saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+    try:
+        return sc(model, params, **kw)
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
 
