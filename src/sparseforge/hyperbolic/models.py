@@ -78,7 +78,9 @@ class HyboNetEncoder(nn.Module):
 class NodeClassifier(nn.Module):
     """Encoder + class scores; ``loss(scores, y)`` is the margin loss (hyperbolic) or cross-entropy.
 
-    ``forward(x, adj) -> (N, C)`` scores (higher = more likely; argmax predicts).
+    ``forward(x, adj) -> (N, C)`` scores (higher = more likely; argmax predicts). ``spectral_exclude``
+    names the Euclidean linear classifier, which stays dense (pass it as ``exclude=`` to
+    ``spectral.convert``; :func:`sparseforge.hyperbolic.tasks.setup_method` does).
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, *, geometry: Geometry, margin: float = 2.0) -> None:

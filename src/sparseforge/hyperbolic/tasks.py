@@ -66,20 +66,23 @@ class ControllerCallback(Callback):
 
 
 def setup_method(model: nn.Module, method: str, *, rank: int, lr: float, weight_decay: float = 0.0,
-                 targets: Sequence[str] | None = None, sst_T3: int = 200, sst_T2: int | None = None,
+                 targets: Sequence[str] | None = None, exclude: Sequence[str] = (), sst_T3: int = 200, sst_T2: int | None = None,
                  sst_warmup: int = 20, sst_sampling: str = "sigma", d: int | None = None,
                  relora_reset_every: int = 200, relora_rewarm: int = 20, galore_proj_gap: int = 200,
                  seed: int = 0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  layer_opts: dict[str, Any] | None = None) -> tuple[nn.Module, torch.optim.Optimizer, ControllerCallback]:
     """Convert ``model`` for ``method``, build its AdamW (or GaLore) optimizer and attach its controller.
 
+    ``targets`` / ``exclude`` are module names or patterns (``spectral.convert``); the model's own
+    ``spectral_exclude`` attribute (e.g. a Euclidean classifier head) is always excluded.
     Returns (model, optimizer, callback holding the controller, whose ``.controller`` may be None).
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if method != "full":
+        excl = [*exclude, *getattr(model, "spectral_exclude", ())]
         spectral.convert(model, method, rank, targets=list(targets) if targets is not None else None,
-                         **(layer_opts or {}))
+                         exclude=excl, **(layer_opts or {}))
     opt = spectral.build_optimizer(model, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
                                    galore_update_proj_gap=galore_proj_gap)
     ctl = None
