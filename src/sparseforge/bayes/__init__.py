@@ -25,7 +25,14 @@ from .prior import (
     s_update,
 )
 from .structure import column_runs, dead_neurons, run_count, structure_metrics, tile_occupancy
-from .turbo_vbi import TurboVBI, TurboVBICallback, TurboVBIConfig, check_no_batchnorm_after, resolve_bayes_targets
+from .turbo_vbi import (
+    TurboVBI,
+    TurboVBICallback,
+    TurboVBIConfig,
+    calibrate_iid_prior,
+    check_no_batchnorm_after,
+    resolve_bayes_targets,
+)
 
 __all__ = [
     "BayesConv2d",
@@ -40,6 +47,7 @@ __all__ = [
     "TurboVBICallback",
     "TurboVBIConfig",
     "bp_grid",
+    "calibrate_iid_prior",
     "chain_forward_backward",
     "check_no_batchnorm_after",
     "column_runs",

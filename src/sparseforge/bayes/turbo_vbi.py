@@ -65,13 +65,13 @@ from .prior import (
 )
 from .structure import structure_metrics
 
-__all__ = ["TurboVBIConfig", "TurboVBI", "TurboVBICallback", "LINEAR_MRF", "CONV_MRF"]
+__all__ = ["TurboVBIConfig", "TurboVBI", "TurboVBICallback", "LINEAR_MRF", "CONV_MRF", "calibrate_iid_prior"]
 
 # MRF tables of the authors' demo: conv (0.288, 0.49); the generic linear default (0.3, 0.48) [recon]
 LINEAR_MRF = (0.3, 0.48)
 CONV_MRF = (0.288, 0.49)
 
-Structure = Literal["element", "row", "filter", "column", "channel", "shape"]
+Structure = Literal["element", "weights", "row", "filter", "column", "channel", "shape"]
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,7 @@ class TurboVBI:
             new = BayesLinear.from_linear(mod, **kw) if isinstance(mod, nn.Linear) else BayesConv2d.from_conv(mod, **kw)
             _set_module(model, name, new)
         self.model = model
+        self.active = True  # False during a warm-up: no KL in the loss (see TurboVBICallback)
         self._gamma = cfg.gamma_prior()
         self._priors = {k: cfg.support_prior(k) for k in ("linear", "conv")}  # warns once on p11 < p01
 
@@ -388,7 +389,9 @@ class TurboVBI:
         return sum(layer.kl() for layer in self.layers().values())  # type: ignore[return-value]
 
     def penalty(self, model: nn.Module | None = None) -> torch.Tensor:
-        """(β / N) Σ_n KL_n, to add to the mean cross-entropy (usable as ``penalty_fn``)."""
+        """(β / N) Σ_n KL_n, to add to the mean cross-entropy (usable as ``penalty_fn``); 0 during a warm-up."""
+        if not self.active:
+            return torch.zeros((), device=self.layers()[self.names[0]].mu.device)
         return self.kl() * (self.config.kl_weight / self.n_data)
 
     @torch.no_grad()
@@ -401,10 +404,12 @@ class TurboVBI:
             total += float((t * layer.mask).sum())
         return total
 
-    def callback(self, *, rounds: int, epochs_per_round: int,
+    def callback(self, *, rounds: int, epochs_per_round: int, warm_epochs: int = 0,
                  data_fn: Callable[[nn.Module], float] | None = None) -> TurboVBICallback:
-        """The outer schedule as an :class:`~sparseforge.engine.Callback` (train ``rounds × epochs_per_round`` epochs)."""
-        return TurboVBICallback(self, rounds=rounds, epochs_per_round=epochs_per_round, data_fn=data_fn)
+        """The outer schedule as an :class:`~sparseforge.engine.Callback`; fit for its ``total_epochs``
+        (``warm_epochs + rounds × epochs_per_round``)."""
+        return TurboVBICallback(self, rounds=rounds, epochs_per_round=epochs_per_round, warm_epochs=warm_epochs,
+                                data_fn=data_fn)
 
     # --- pruning ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -429,6 +434,29 @@ class TurboVBI:
         return out
 
     @torch.no_grad()
+    def group_importance(self, structure: str) -> dict[str, torch.Tensor]:
+        """``{"<module>.weight": (n_groups,) scores}`` for a grouping of :mod:`sparseforge.groups`.
+
+        A group's score is its mean π̃ (its expected fraction of active weights; the magnitude rule uses
+        the fraction with |μ| >= τ), ties broken by the L2 norm of μ; scores are global ranks, so they
+        compare across layers.
+        """
+        from ..groups import group_norms, group_view
+
+        prim, sec, sizes = [], [], []
+        for layer in self.layers().values():
+            if self.config.prune_rule == "magnitude":
+                pi = (layer.mu.detach().abs().double() >= self.config.magnitude_threshold).double() * layer.mask
+            else:
+                pi = layer.pi_tilde * layer.mask
+            g = group_view(pi, structure).mean(1)
+            prim.append(g)
+            sec.append(group_norms((layer.mu.detach() * layer.mask).double(), structure))
+            sizes.append(g.numel())
+        rank = _lex_rank(torch.cat(prim), torch.cat(sec))
+        return dict(zip(self.param_names(), rank.split(sizes)))
+
+    @torch.no_grad()
     def natural_masks(self) -> dict[str, torch.Tensor]:
         """The masks of ``prune_rule`` itself (π̃ >= ½ and/or |μ| >= τ), and the current mask."""
         out = {}
@@ -451,31 +479,21 @@ class TurboVBI:
 
         Args:
             level: fraction removed, in [0, 1]: ``round((1 - level) · n)`` weights (or groups) kept.
-            structure: ``"element"`` (weights ranked by :meth:`importance`) or a grouping of
-                :mod:`sparseforge.groups` (``"filter"`` = ``"row"`` = one neuron, ``"channel"`` ...):
-                groups ranked by their mean π̃ (ties: by the L2 norm of μ); a removed filter/row also
-                masks its bias entry (key ``"<module>.bias"``) so the group is entirely zero.
+            structure: ``"element"`` / ``"weights"`` (weights ranked by :meth:`importance`) or a grouping
+                of :mod:`sparseforge.groups` (``"filter"`` = ``"row"`` = one neuron, ``"channel"`` ...),
+                ranked by :meth:`group_importance`; a removed filter/row also masks its bias entry
+                (key ``"<module>.bias"``) so the group is entirely zero.
             scope: one threshold over all layers (``"global"``) or ``level`` per layer.
 
         Returns:
             ``{"<module>.weight": bool mask}`` (True = kept), plus bias masks for filter/row groups.
         """
-        from ..groups import expand_group_mask, group_norms, group_view
+        from ..groups import expand_group_mask
         from ..pruning.prune import topk_masks
 
-        if structure == "element":
+        if structure in ("element", "weights"):
             return topk_masks(self.importance(), level, scope=scope)
-        prim, sec, sizes = [], [], []
-        for layer in self.layers().values():
-            pi = layer.pi_tilde * layer.mask
-            if self.config.prune_rule == "magnitude":
-                pi = (layer.mu.detach().abs().double() >= self.config.magnitude_threshold).double() * layer.mask
-            g = group_view(pi, structure).mean(1)
-            prim.append(g)
-            sec.append(group_norms((layer.mu.detach() * layer.mask).double(), structure))
-            sizes.append(g.numel())
-        rank = _lex_rank(torch.cat(prim), torch.cat(sec))
-        scores = dict(zip(self.names, rank.split(sizes)))
+        scores = {k[: -len(".weight")]: v for k, v in self.group_importance(structure).items()}
         keep = topk_masks(scores, level, scope=scope)
         out: dict[str, torch.Tensor] = {}
         for name, layer in self.layers().items():
@@ -540,29 +558,43 @@ class TurboVBI:
 class TurboVBICallback(Callback):
     """The outer Turbo-VBI schedule inside :func:`~sparseforge.engine.fit`.
 
-    At fit start (fresh run): :meth:`TurboVBI.start` and round 1. After every ``epochs_per_round``
-    epochs: one round (the one after the last block updates q(ρ), q(s) on the final μ). Stops the fit
-    when the relative changes of ã, b̃, π̃ stay below ``tol`` for ``patience`` consecutive rounds.
-    Each round is logged to the fit's run (series ``"<series>_rounds"``) with the ELBO estimate.
+    After ``warm_epochs`` epochs of ordinary training (no KL; 0 = none): :meth:`TurboVBI.start` and
+    round 1; then one round after every ``epochs_per_round`` epochs (the one after the last block
+    updates q(ρ), q(s) on the final μ). Fit for :attr:`total_epochs`. Stops the fit when the relative
+    changes of ã, b̃, π̃ stay below ``tol`` for ``patience`` consecutive rounds. Each round is logged to
+    the fit's run (series ``"<series>_rounds"``) with the ELBO estimate.
 
     Args:
         tv: the :class:`TurboVBI`.
-        rounds: T, the number of w-step blocks (fit for ``rounds × epochs_per_round`` epochs).
+        rounds: T, the number of w-step blocks.
         epochs_per_round: E_w.
+        warm_epochs: E0, epochs of plain training of μ first.
         data_fn: ``data_fn(model) -> mean training cross-entropy`` (evaluated with μ); with it the
             logged ``elbo`` is the per-example estimate -CE + (ELBO prior terms) / N, else only the
             prior part is logged.
     """
 
-    def __init__(self, tv: TurboVBI, *, rounds: int, epochs_per_round: int,
+    def __init__(self, tv: TurboVBI, *, rounds: int, epochs_per_round: int, warm_epochs: int = 0,
                  data_fn: Callable[[nn.Module], float] | None = None) -> None:
-        if rounds < 1 or epochs_per_round < 1:
-            raise ConfigError("rounds and epochs_per_round must be >= 1")
+        if rounds < 1 or epochs_per_round < 1 or warm_epochs < 0:
+            raise ConfigError("rounds and epochs_per_round must be >= 1 and warm_epochs >= 0")
         self.tv, self.rounds, self.every, self.data_fn = tv, int(rounds), int(epochs_per_round), data_fn
+        self.warm = int(warm_epochs)
         self.started = False
         self.history: list[dict[str, float]] = []
         self.calm = 0
         self.converged_at: int | None = None
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs to train: ``warm_epochs + rounds × epochs_per_round``."""
+        return self.warm + self.rounds * self.every
+
+    def _begin(self, state: FitState) -> None:
+        self.tv.active = True
+        self.tv.start()
+        self.started = True
+        self._round(state)
 
     def _round(self, state: FitState) -> None:
         stats = self.tv.turbo_round()
@@ -589,13 +621,19 @@ class TurboVBICallback(Callback):
             run.log(state.step, series=f"{series}_rounds" if series else "turbo_rounds", **row)
 
     def on_fit_start(self, state: FitState) -> None:
-        if not self.started:
-            self.tv.start()
-            self.started = True
-            self._round(state)
+        if self.started:
+            self.tv.active = True
+        elif self.warm == 0:
+            self._begin(state)
+        else:
+            self.tv.active = False
 
     def on_epoch_end(self, state: FitState) -> None:
-        if state.epoch % self.every == 0 and len(self.history) <= self.rounds:
+        e = state.epoch - self.warm
+        if not self.started:
+            if e >= 0:
+                self._begin(state)
+        elif e > 0 and e % self.every == 0 and len(self.history) <= self.rounds:
             self._round(state)
 
     def state_dict(self) -> dict[str, Any]:
@@ -607,3 +645,53 @@ class TurboVBICallback(Callback):
         self.history = list(sd.get("history", []))
         self.calm = int(sd.get("calm", 0))
         self.converged_at = sd.get("converged_at")
+        self.tv.active = self.started or self.warm == 0
+
+
+def calibrate_iid_prior(
+    train_fn: Callable[[float], dict[str, Any]],
+    target_rate: float,
+    *,
+    initial: float,
+    steps: int = 3,
+    tolerance: float = 0.1,
+    slope: float = -1.0,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Tune ``iid_prior`` so an i.i.d.-prior run reaches ``target_rate`` (a compression rate).
+
+    Secant search on ln(rate) against logit(iid_prior) (the rate falls as the prior rises): start at
+    ``initial`` (e.g. the mean π of the MRF run being matched), stop once within ``tolerance``
+    (relative) or after ``steps`` trainings, and return the closest.
+
+    Args:
+        train_fn: ``train_fn(iid_prior) -> result`` with ``result["compression_rate"]``.
+        target_rate: the rate to match (> 0).
+        initial: first iid_prior, in (0, 1).
+        steps: at most this many trainings.
+        tolerance: accept |rate / target - 1| <= tolerance.
+        slope: d ln(rate) / d logit(prior) used before two points exist (and when the secant is not negative).
+
+    Returns:
+        (the closest result, one ``{"iid_prior", "compression_rate"}`` row per training).
+    """
+    if target_rate <= 0 or not 0.0 < initial < 1.0 or steps < 1:
+        raise ConfigError("calibrate_iid_prior needs target_rate > 0, initial in (0, 1) and steps >= 1")
+    results: list[tuple[float, float, dict[str, Any]]] = []  # (logit prior, ln rate, result)
+    z = math.log(initial / (1.0 - initial))
+    goal = math.log(target_rate)
+    for _ in range(steps):
+        prior = 1.0 / (1.0 + math.exp(-z))
+        res = train_fn(prior)
+        lr = math.log(max(float(res["compression_rate"]), 1e-12))
+        results.append((z, lr, res))
+        if abs(math.exp(lr - goal) - 1.0) <= tolerance:
+            break
+        k = slope
+        if len(results) >= 2:
+            (z0, l0, _), (z1, l1, _) = results[-2], results[-1]
+            if z1 != z0 and (l1 - l0) / (z1 - z0) < 0:
+                k = (l1 - l0) / (z1 - z0)
+        z = z + max(-1.5, min(1.5, (goal - lr) / k))  # a bounded secant step
+    best = min(results, key=lambda r: abs(r[1] - goal))[2]
+    trials = [{"iid_prior": 1.0 / (1.0 + math.exp(-zz)), "compression_rate": math.exp(ll)} for zz, ll, _ in results]
+    return best, trials
