@@ -156,7 +156,7 @@ def test_water_spreads_quickly():
     x0 = _block(14, 0.4, 0.2)[None]
     x0[..., 1] -= 0.3
     vol = torch.full((1, x0.shape[1]), 0.04 / x0.shape[1])
-    x = MPMSimulator("water", x0, torch.zeros_like(x0), vol, cfg).run(60)[0]
+    x = MPMSimulator("water", x0, torch.zeros_like(x0), vol, cfg).run(120)[0]
     h0, w0 = _height_width(x[0])
     h, w = _height_width(x[-1])
     assert w > 1.5 * w0 and h < 0.8 * h0
