@@ -69,7 +69,7 @@ def test_run_writes_the_run_directory_contract(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert all(not isinstance(v, dict) for v in summary.values())
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64" in html and "Summary" in html
+    assert "data:image/png;base64" in html and "Full summary" in html and "Claim." in html
     # report rebuild works on its own
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
@@ -86,3 +86,32 @@ def test_out_that_is_a_file_and_resume_with_another_config_exit_2(tmp_path, caps
     assert main(["run", "magnitude", "--preset", "smoke", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "another config" in err and len(err.strip().splitlines()) == 1
+
+
+def test_list_methods_and_debug_flag_positions(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "prox" in out
+    assert main(["--debug", "run", "magnitude", "--set", "batch_size=0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: batch_size=0")
+
+
+def test_os_errors_at_the_boundary_are_one_line(capsys, monkeypatch):
+    import sparseforge.recipes as R
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", "/some/run/metrics.jsonl")
+
+    monkeypatch.setattr(R, "run_recipe", full_disk)
+    assert main(["run", "magnitude"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: cannot use /some/run/metrics.jsonl: No space left on device (sparseforge run magnitude)"
+
+
+def test_resume_after_kill_writes_recipe_card(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "magnitude", "--preset", "smoke", "--out", str(out), "--checkpoint-steps", "5"]) == 0
+    card = json.loads((out / "recipe.json").read_text())
+    assert card["name"] == "magnitude" and card["claim"] and "goal" in card
+    assert not (out / "checkpoints" / "progress").exists()

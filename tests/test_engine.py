@@ -160,3 +160,68 @@ def test_fresh_run_clears_stale_results(tmp_path):
     run.save_table("t", [{"a": 1}])
     Run(tmp_path)  # a fresh run in the same folder
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "tables.json").exists()
+
+
+def test_epoch_sampler_skip_once_resumes_mid_epoch():
+    from torch.utils.data import DataLoader
+
+    from sparseforge.engine.data import EpochSampler
+
+    x, y = _data(40)
+    loader = make_loader((x, y), 8, seed=3)
+    loader.sampler.set_epoch(2)
+    full = [b[0] for b in loader]
+    loader.sampler.skip_once(2 * 8)
+    rest = [b[0] for b in loader]
+    assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(full[2:], rest))
+    assert len([b for b in loader]) == 5  # only the next pass is shortened
+    s = EpochSampler(5, shuffle=False)
+    s.skip_once(3)
+    assert list(s) == [3, 4] and list(s) == [0, 1, 2, 3, 4]
+    assert isinstance(loader, DataLoader)
+
+
+def test_ensure_dir_errors_are_one_line(tmp_path):
+    from sparseforge.engine.run import ensure_dir
+    from sparseforge.errors import PathError
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    for bad, match in ((str(f), "is a file"), (str(f / "sub"), "a part of that path is a file"), ("", "empty path"),
+                       ("  ", "empty path")):
+        with pytest.raises(PathError, match=match) as e:
+            ensure_dir(bad, what="the folder", option="--out")
+        assert "\n" not in str(e.value)
+    assert ensure_dir(tmp_path / "a" / "b").is_dir()
+
+
+def test_run_refuses_a_directory_it_cannot_create(tmp_path, monkeypatch):
+    import pathlib
+
+    from sparseforge.errors import PathError
+
+    def deny(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", deny)
+    with pytest.raises(PathError, match="Permission denied; give --out a writable folder"):
+        Run(tmp_path / "new")
+    with pytest.raises(PathError, match="empty path"):
+        Run("")
+
+
+def test_corrupt_legacy_checkpoint_is_a_checkpoint_error(tmp_path):
+    from sparseforge.errors import CheckpointError
+
+    run = Run(tmp_path)
+    run.checkpoint_path("main").parent.mkdir(parents=True)
+    run.checkpoint_path("main").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        _train(Run(tmp_path, resume=True), epochs=2, resume=True)
+
+
+def test_stateless_markers_on_builtin_callbacks():
+    from sparseforge.engine import LambdaCallback
+
+    assert EvalCallback(lambda m: {}).stateless and LambdaCallback(lambda s: None).stateless
+    assert CheckpointCallback(Run("unused-dir", write=False), "x").stateless

@@ -73,8 +73,14 @@ def config_limits(config_cls: type[RecipeConfig]) -> dict[str, tuple[float | Non
     for klass in reversed(config_cls.__mro__):
         own.update(vars(klass).get("limits", None) or {})
     out: dict[str, tuple[float | None, float | None]] = {}
+    try:
+        hints = get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - a class whose annotations do not resolve: read them as text
+        hints = {}
     for f in fields(config_cls):
-        rng: Any = default_limit(f.name)
+        tp = hints.get(f.name)
+        is_int = _has_int(tp) if tp is not None else "int" in str(f.type)
+        rng: Any = default_limit(f.name) if is_int else None  # the defaults are for integer fields
         if f.name in own:
             spec = own[f.name]
             if spec is None:
@@ -89,6 +95,12 @@ def config_limits(config_cls: type[RecipeConfig]) -> dict[str, tuple[float | Non
         if k not in out and spec is not None and any(f.name == k for f in fields(config_cls)):
             out[k] = (spec[0], spec[1]) if isinstance(spec, (tuple, list)) else (None, spec)
     return out
+
+
+def _has_int(tp: Any) -> bool:
+    if tp is int:
+        return True
+    return any(_has_int(a) for a in get_args(tp) if a is not Ellipsis)
 
 
 def _fmt_num(v: float | None) -> str:

@@ -52,6 +52,13 @@ details{margin:.8rem 0} summary{cursor:pointer;font-weight:600}
 _MARK = {True: ("pass", "✓ goal met"), False: ("fail", "✗ goal not met"), None: ("na", "– not determined")}
 
 
+def _mark(goal: dict[str, Any] | None) -> tuple[str, str]:
+    goal = goal or {}
+    if not goal.get("declared") and not goal.get("text"):
+        return "na", "no goal declared"
+    return _MARK[goal.get("passed")]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -198,7 +205,13 @@ def curves_png(rows: list[dict[str, Any]], *, max_panels: int = 9) -> bytes | No
             ax.plot(xs, ys, color=color[s], lw=1.2, marker="o" if len(xs) == 1 else None, ms=3, label=s or key)
         sc = curve_scale(key, by)
         if sc["log"]:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(  # label the 2s and 5s of each decade only
+                lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+            ax.tick_params(axis="y", which="minor", labelsize=6)
         elif sc["ylim"] is not None:
             ax.set_ylim(*sc["ylim"])
         ax.set_title(key + (f"  ({sc['note']})" if sc["note"] else ""), fontsize=9)
@@ -277,7 +290,7 @@ def _headline_table(card: dict[str, Any]) -> str:
 def _goal_line(goal: dict[str, Any]) -> str:
     if not goal.get("declared") and not goal.get("text"):
         return ""
-    cls, label = _MARK[goal.get("passed")]
+    cls, label = _mark(goal)
     text = f" <b>Goal:</b> {_esc(goal['text'])}" if goal.get("text") else ""
     detail = f" <span class='meta'>({_esc(goal['detail'])})</span>" if goal.get("detail") else ""
     return f"<p><span class='mark {cls}'>{label}</span>{text}{detail}</p>"
@@ -414,7 +427,7 @@ def index_entry(out: Path, name: str, *, ok: bool, seconds: float = 0.0, error: 
     return row
 
 
-def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
+def write_index(out: Path, rows: list[dict[str, Any]], *, preset: str = "quick") -> Path:
     """Write ``out/index.html``: a gallery, one card per run (goal mark, key plot, headline figures)."""
     cards = []
     n_pass = sum(1 for r in rows if (r.get("goal") or {}).get("passed") is True)
@@ -425,7 +438,7 @@ def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
         if not r["ok"]:
             mark = "<span class='mark fail'>run failed</span>"
         else:
-            cls, label = _MARK[(r.get("goal") or {}).get("passed")]
+            cls, label = _mark(r.get("goal"))
             mark = f"<span class='mark {cls}'>{label}</span>"
         if r.get("thumb"):
             img = f"<img class='thumb' src='{_esc(r['thumb'])}' alt='{_esc(r.get('thumb_alt', r['name']))}'>"
@@ -457,8 +470,9 @@ def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>sparseforge demo</title><style>{CSS}</style></head><body>"
-        "<h1>sparseforge demo</h1><p class='meta'>every recipe at its quick preset on built-in data · "
-        f"{len(rows)} recipes, {n_pass} goals met, {sum(1 for r in rows if not r['ok'])} failed · "
+        f"<h1>sparseforge demo</h1><p class='meta'>every recipe at its <code>{_esc(preset)}</code> preset on "
+        f"built-in data · {len(rows)} recipes · goals met: {n_pass} of {len(rows)} · "
+        f"{sum(1 for r in rows if not r['ok'])} failed · "
         f"built {time.strftime('%Y-%m-%d %H:%M')}</p>"
         "<div class='grid'>" + "".join(cards) + "</div></body></html>"
     )
@@ -511,8 +525,8 @@ def run_demo(
         secs = time.perf_counter() - t0
         print(f"[demo] {n}: {'ok' if ok else 'FAILED'} in {secs:.1f} s", flush=True)
         rows.append(index_entry(out, n, ok=ok, seconds=secs, error=err))
-        write_index(out, rows)
-    index = write_index(out, rows)
+        write_index(out, rows, preset=preset)
+    index = write_index(out, rows, preset=preset)
     if failed:
         raise DemoFailed(f"demo: {len(failed)} recipe(s) failed: {', '.join(failed)}; see {index}")
     return index
