@@ -298,7 +298,11 @@ class TurboVBI:
         self.model = model
         self.active = True  # False during a warm-up: no KL in the loss (see TurboVBICallback)
         self._gamma = cfg.gamma_prior()
-        self._priors = {k: cfg.support_prior(k) for k in ("linear", "conv")}  # warns once on p11 < p01
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._priors = {k: cfg.support_prior(k) for k in ("linear", "conv")}
+        for msg in dict.fromkeys(str(w.message) for w in caught):  # p11 < p01: one warning per distinct table
+            warnings.warn(msg, stacklevel=2)
 
     # --- access ----------------------------------------------------------------------------
     def layers(self) -> dict[str, BayesLayer]:
