@@ -119,7 +119,7 @@ def check_prox(name_or_cls: Any) -> None:
     layer_op = cls.from_layer(nn.Linear(4, 6), weight=0.5, grouping="row")
     assert isinstance(layer_op, ProxOperator)
     if getattr(cls, "convex", True) and not getattr(op, "exact", False):
-        for i in range(5):
+        for _ in range(5):
             u = torch.randn(8, 4, 3, 3, dtype=torch.float64, generator=g)
             v = torch.randn(8, 4, 3, 3, dtype=torch.float64, generator=g)
             pu, pv = op.prox_(u.clone(), 0.3), op.prox_(v.clone(), 0.3)

@@ -1,6 +1,6 @@
 """CIFAR-10 "python version" batches, normalisation statistics and standard augmentation.
 
-Format (``wgsef.md`` section 4): a directory with ``data_batch_1`` ... ``data_batch_5``,
+Format (the "python version" of Krizhevsky's CIFAR-10): a directory with ``data_batch_1`` ... ``data_batch_5``,
 ``test_batch`` and ``batches.meta``, each a Python-2 pickle of a dict. Batches hold ``data``
 (uint8 ``N x 3072``; the first 1,024 bytes of a row are the red 32x32 plane, row-major, then
 green, then blue) and ``labels`` (N ints); ``batches.meta`` holds ``label_names``. Keys may be

@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8x8 digits, and the :class:`DataSplits` container.
 
 The digits set ships with scikit-learn (a core dependency), so it is the offline default
-for the image recipes (``wgsef.md`` section 4): 1,797 images, 10 classes, pixel values
+for the image recipes: 1,797 images, 10 classes, pixel values
 0-16, divided by 16 and reshaped to ``(1, 8, 8)``; a stratified split
 (``train_test_split(test_size=0.2, stratify=y, random_state=seed)``) gives 1,437 train and
 360 test images.
@@ -67,8 +67,8 @@ def load_digits_builtin(
     Args:
         split_seed: ``random_state`` of the stratified split (or seed of the permutation).
         test_size: Fraction of the images held out for test (0.2 gives 1,437 / 360).
-        n_train: If given, ignore ``test_size`` and use the grokking protocol
-            (``grokking_tickets.md`` section 4): a seeded permutation whose first ``n_train``
+        n_train: If given, ignore ``test_size`` and use the image protocol
+            of the grokking-tickets paper: a seeded permutation whose first ``n_train``
             images train (1,000 there) and the rest test.
 
     Returns:

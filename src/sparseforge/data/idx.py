@@ -1,6 +1,6 @@
 """MNIST-family IDX files (MNIST, Fashion-MNIST, KMNIST), raw or gzip-compressed.
 
-Format (``wgsef.md`` section 4): a big-endian header of 32-bit integers.
+Format (LeCun et al.'s IDX): a big-endian header of 32-bit integers.
 
 - images: magic ``0x00000803`` (two zero bytes, type 0x08 = uint8, 3 dims), count, rows,
   cols, then ``count * rows * cols`` uint8 pixels, row-major;

@@ -1,4 +1,4 @@
-"""Modular-arithmetic tables for grokking experiments (``grokking_tickets.md`` sections 2.1 and 4).
+"""Modular-arithmetic tables for grokking experiments (Power et al., arXiv 2201.02177; Minegishi et al., arXiv 2310.19470).
 
 Each example is a token pair ``(a, b)`` with ``a, b in {0, ..., p-1}`` and the label
 ``c = op(a, b) mod p``. Nothing is stored: the table and its train/test split are a pure

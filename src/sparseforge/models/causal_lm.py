@@ -87,6 +87,32 @@ class CausalLM(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def lm_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Next-token cross-entropy of a batch ``(x, y)`` of token windows (B, T) (a ``fit`` step function).
+
+    Hugging Face causal LMs are accepted too (their output's ``.logits``).
+    """
+    x, y = batch
+    out = model(x)
+    logits = getattr(out, "logits", out)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # logits (B, T, V)
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 64, device: Any = "cpu") -> float:
+    """exp(mean token NLL) over the windows ``(x, y)`` (B, T), in chunks of ``batch`` windows."""
+    import math
+
+    tot, n = 0.0, 0
+    for i in range(0, x.shape[0], batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        out = model(xb)
+        logits = getattr(out, "logits", out)  # (b, T, V)
+        tot += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum"))
+        n += yb.numel()
+    return math.exp(tot / max(1, n))
+
+
 @register_model("causal_lm", input_shape=(64,), input_dtype="long", vocab_size=256)
 def causal_lm(*, vocab_size: int = 256, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
               mlp_ratio: int = 4, seq_len: int = 64, **kw: Any) -> CausalLM:
@@ -95,4 +121,4 @@ def causal_lm(*, vocab_size: int = 256, d_model: int = 64, n_layers: int = 2, n_
                     mlp_ratio=mlp_ratio, seq_len=seq_len, **kw)
 
 
-__all__ = ["CausalLM", "causal_lm"]
+__all__ = ["CausalLM", "causal_lm", "lm_step", "perplexity"]

@@ -2,7 +2,7 @@
 
 Paper: Gouki Minegishi, Yusuke Iwasawa, Yutaka Matsuo, "Grokking Tickets: Lottery Tickets
 Accelerate Grokking" (arXiv 2310.19470; v3: "Bridging Lottery Ticket and Grokking").
-Spec: ``shared/methods/grokking_tickets.md`` section 2.2.
+
 
 MLP (paper eq. 1), no biases, every matrix trainable and prunable::
 
@@ -27,7 +27,7 @@ has 115,456 weights. ``pos_emb`` and ``mlp_bias`` reproduce the v3 appendix vari
 
 Both models also accept a *soft one-hot* input through :meth:`forward_onehot` (``(B, 2, p)``
 float): SynFlow's data-free "all-ones input" for a token model is the embedding applied to an
-all-ones vocabulary vector at each position (``[recon]``, spec section 2.6).
+all-ones vocabulary vector at each position (a reconstructed choice for SynFlow on token models).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = ["ModMLP", "ModTransformer", "grokking_mlp", "grokking_transformer", "
 
 
 def float64_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the logits cast to float64 first (spec 2.3: a float32 loss underflows late)."""
+    """Cross-entropy with the logits cast to float64 first (a float32 loss underflows late in training, once the train loss is ~1e-8)."""
     return F.cross_entropy(logits.double(), target)
 
 

@@ -1,4 +1,4 @@
-"""LeNet-5 sized for 8x8 digits by default, and the wider ``digits_cnn`` (WGSEF spec §4).
+"""LeNet-5 sized for 8x8 digits by default, and the wider ``digits_cnn`` .
 
 ``lenet5``: conv 5x5 in->6 (pad 2), [BN], ReLU, maxpool 2; conv 5x5 6->16 (pad 2), [BN], ReLU,
 maxpool 2; flatten; linear ->120, ReLU, 120->84, ReLU, 84->classes. With ``input_size=8`` the
@@ -132,7 +132,7 @@ def digits_cnn(
     conv_layer: type[nn.Module] = nn.Conv2d,
     linear_layer: type[nn.Module] = nn.Linear,
 ) -> DigitsCNN:
-    """The wider digits CNN of WGSEF spec §4."""
+    """A wider digits CNN (32/64 filters) for the structured-sparsity recipes."""
     return DigitsCNN(
         num_classes=num_classes,
         in_channels=in_channels,

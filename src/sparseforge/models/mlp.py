@@ -66,7 +66,7 @@ def mlp(
 
 @register_model("digits_mlp", input_shape=(1, 8, 8))
 def digits_mlp(*, num_classes: int = 10, linear_layer: type[nn.Module] = nn.Linear, dropout: float = 0.0) -> MLP:
-    """The 64-256-128-10 MLP for 8x8 digits (WGSEF spec §4)."""
+    """The 64-256-128-10 MLP for 8x8 digits (the WGSEF paper's small digits MLP)."""
     return MLP((64, 256, 128, num_classes), linear_layer=linear_layer, dropout=dropout)
 
 

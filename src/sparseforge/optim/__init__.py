@@ -21,7 +21,7 @@ from .proximal import (
     project_top_k_,
     weight_decay_groups,
 )
-from .schedules import linear_ramp
+from .schedules import linear_ramp, warmup_cosine
 
 __all__ = [
     "Calibration",
@@ -37,5 +37,6 @@ __all__ = [
     "nonzero_groups",
     "project_to_counts_",
     "project_top_k_",
+    "warmup_cosine",
     "weight_decay_groups",
 ]

@@ -33,3 +33,25 @@ def linear_ramp(total_steps: int, ramp_frac: float, warmup_frac: float = 0.0) ->
 
 
 __all__ = ["linear_ramp"]
+
+
+def warmup_cosine(total_steps: int, warmup_frac: float, min_frac: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``warmup_frac`` of the steps, then cosine decay to ``min_frac``.
+
+    The schedule of the SST paper's language-model runs (Zhao et al., arXiv:2405.15481); use with
+    ``torch.optim.lr_scheduler.LambdaLR``.
+    """
+    import math
+
+    warm = max(1, int(round(warmup_frac * total_steps)))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+__all__ += ["warmup_cosine"]

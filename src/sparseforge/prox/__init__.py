@@ -1,7 +1,7 @@
 """Proximal operators: the sparse envelope (SEF / WGSEF), group lasso and L1.
 
 Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",
-arXiv:2212.12921 (spec ``shared/methods/wgsef.md``). See :mod:`.envelope` for the equations.
+arXiv:2212.12921. See :mod:`.envelope` for the equations.
 
 Every operator subclasses :class:`ProxOperator` (``penalty(w)``, in-place ``prox_(w, step)``
 with γ = step × weight) and is registered with ``family="prox"``.

@@ -1,13 +1,13 @@
 """Base class of proximal operators and the tensor-level group plumbing they share.
 
 Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",
-arXiv:2212.12921 (spec ``shared/methods/wgsef.md`` §2.1, §2.6, §2.10).
+arXiv:2212.12921 (its groups and group-wise proximal maps).
 
 A :class:`ProxOperator` holds hyperparameters (the regularization weight λ, a grouping, k, ...)
-and maps a weight tensor θ to prox_{γ R}(θ) in place, with γ = step × λ. Groups (spec §2.1) are
+and maps a weight tensor θ to prox_{γ R}(θ) in place, with γ = step × λ. Groups are
 the rows of :func:`sparseforge.groups.group_view`; for ``filter``/``row`` groupings an operator
 may also carry *coupled* 1-D tensors (the layer's bias and the following BatchNorm's γ and β,
-one entry per output unit, spec §2.1 ``include_coupled``) that belong to the same groups:
+one entry per output unit, option ``include_coupled``) that belong to the same groups:
 
     z_j(θ)² = ‖θ_{g_j}‖² + Σ_c c_j²          (lifted group norm)
     prox:  θ_{g_j} ← s_j θ_{g_j},  c_j ← s_j c_j   (every prox here is a per-group rescaling)
@@ -62,8 +62,7 @@ def lifted_sq_norms(
 ) -> torch.Tensor:
     """Squared group norms (n_groups,) of ``w`` plus the coupled tensors' entries.
 
-    Returned in ``dtype`` (default: ``w``'s). The envelope operators ask for float64 (spec §6: the
-    kernel works in float64). The norms are computed in ``w``'s own precision (fast) and only
+    Returned in ``dtype`` (default: ``w``'s). The envelope operators ask for float64 (their kernel works in float64). The norms are computed in ``w``'s own precision (fast) and only
     recomputed in ``dtype`` when that precision could not represent them: squares of tiny or huge
     float32 entries underflow to 0 or overflow to inf and would change which groups survive.
     """

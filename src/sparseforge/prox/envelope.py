@@ -3,14 +3,14 @@
 Paper: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope Regularization",
 Y. Refael, I. Arbel, W. Huleihel, arXiv:2212.12921 (v1 title: "... Generalized Group Sparse
 Envelope Regularization"). The SEF itself is from Beck & Refael, "Sparse regularization via
-bidualization" (J. Global Optim., 2022). Spec: ``shared/methods/wgsef.md``.
+bidualization" (J. Global Optim., 2022).
 
-Equations implemented (numbers refer to the spec's sections):
+Equations implemented (labels used in the docstrings below):
 
-* §2.2  s_k(y) = (½‖·‖² + ι_{C_k})**(y) = ½ · min{ Σ_j y_j²/t_j : t ∈ [0,1]^m, Σ_j t_j = k }
+* (SEF)  s_k(y) = (½‖·‖² + ι_{C_k})**(y) = ½ · min{ Σ_j y_j²/t_j : t ∈ [0,1]^m, Σ_j t_j = k }
         (0²/0 = 0), for y ≥ 0 and 1 ≤ k ≤ m.
-* §2.3  WGSEF_k(θ) = s_k(w ⊙ z(θ)), z_j(θ) = ‖θ_{g_j}‖₂   (multipliers w: reconstructed default)
-* §2.5  the scalar kernel: find α > 0 with F(α) = Σ_j clip(α β_j − δ_j, 0, 1) = k, then
+* (WGSEF) WGSEF_k(θ) = s_k(w ⊙ z(θ)), z_j(θ) = ‖θ_{g_j}‖₂   (multipliers w: reconstructed default)
+* (K)    the scalar kernel: find α > 0 with F(α) = Σ_j clip(α β_j − δ_j, 0, 1) = k, then
         t_j = clip(α β_j − δ_j, 0, 1).  ``method="sort"``: sorted sweep over the 2m breakpoints
         e_j = δ_j/β_j, f_j = (1+δ_j)/β_j (O(m log m)).  ``method="select"``: linear time, no full sort:
         a fixed-seed sample of ≈ m^(2/3) coordinates brackets α (one classification pass over
@@ -18,13 +18,13 @@ Equations implemented (numbers refer to the spec's sections):
         case stays O(m)) by the median bracketing of the continuous quadratic knapsack.
         Note: the sort sweep's cumulative sums lose digits for k close to #(β > 0) at large m
         and for dynamic ranges beyond ~1e30; select evaluates F by direct sums and does not.
-* §2.6(a) envelope prox of γ·WGSEF_k: β_j = a_j w_j, δ_j = γ w_j², p_g = v_g · t_j/(t_j + γ w_j²)
+* (P-env) envelope prox of γ·WGSEF_k: β_j = a_j w_j, δ_j = γ w_j², p_g = v_g · t_j/(t_j + γ w_j²)
         (p = v/(1+γw²) when at most k groups are non-zero).
-* §2.6(b) exact prox of γ·(WGSEF_k − ½‖w⊙z‖²) (zero iff ≤ k non-zero groups), γ w_j² < 1:
+* (P-exact) exact prox of γ·(WGSEF_k − ½‖w⊙z‖²) (zero iff ≤ k non-zero groups), γ w_j² < 1:
         c_j = 1 − γ w_j², β_j = a_j w_j / c_j, δ_j = γ w_j²/c_j, p_g = v_g · t_j/(c_j t_j + γ w_j²)
         (p = v when at most k groups are non-zero).
 
-All arithmetic of the kernel runs in float64 regardless of the input dtype (spec §6).
+All arithmetic of the kernel runs in float64 regardless of the input dtype.
 Everything here is a pure tensor-in, tensor-out function; the classes in
 :mod:`sparseforge.prox.group_lasso` / :mod:`sparseforge.prox.l1` / :class:`GroupEnvelope`
 hold hyperparameters and lift these to weight tensors.
@@ -78,7 +78,7 @@ def _check_1d(x: torch.Tensor, name: str = "x") -> None:
         raise UserError(f"{name} must be a 1-D tensor, got {getattr(x, 'shape', type(x))}")
 
 
-# ----------------------------------------------------------------------------- §2.5 kernel
+# ----------------------------------------------------------------------------- (K) kernel
 def _alpha_sort(beta: torch.Tensor, delta: torch.Tensor, k: float) -> torch.Tensor:
     """Sorted sweep over all 2m breakpoints; ``beta > 0`` everywhere here. Returns α (0-d)."""
     e = delta / beta  # (m,) where coordinate j leaves 0
@@ -99,7 +99,7 @@ def _alpha_sort(beta: torch.Tensor, delta: torch.Tensor, k: float) -> torch.Tens
     if i == 0:
         return pts[0]
     lo, hi, Flo, Fhi = pts[i - 1], pts[i], Fv[i - 1], Fv[i]
-    # Linear on [lo, hi] with slope B[i-1]; α = (k − H + D)/B there (spec §2.5 step 3).
+    # Linear on [lo, hi] with slope B[i-1]; α = (k − H + D)/B there.
     Bi = B[i - 1]
     if Bi > 0 and Fhi > Flo:
         a = (k - H[i - 1] + D[i - 1]) / Bi
@@ -135,7 +135,7 @@ def _F(a: float, beta: torch.Tensor, delta: torch.Tensor, H: float, B: float, D:
 def _alpha_median(
     beta: torch.Tensor, delta: torch.Tensor, k: float, lo: float, hi: float, H: float, B: float, D: float
 ) -> float:
-    """Median bracketing of α (spec §2.6, "selection variant"), from a given state.
+    """Median bracketing of α (the linear-time "selection variant" of the continuous quadratic knapsack), from a given state.
 
     Each round selects the median of the breakpoints strictly inside the current bracket
     (α_lo, α_hi), evaluates F there, halves the bracket's breakpoint count, and retires every
@@ -289,7 +289,7 @@ def _alpha_select(
 
 
 def _solve(beta: torch.Tensor, delta: torch.Tensor, k: float, method: str) -> torch.Tensor:
-    """t of the §2.5 kernel; float64 ``beta`` (m,) >= 0, ``delta`` 0-d or (m,) >= 0, k < #(β > 0)."""
+    """t of the (K) kernel; float64 ``beta`` (m,) >= 0, ``delta`` 0-d or (m,) >= 0, k < #(β > 0)."""
     if method == "sort":
         pos = beta > 0
         bp, dp = beta[pos], _vec(delta, beta)[pos]
@@ -306,7 +306,7 @@ def _solve(beta: torch.Tensor, delta: torch.Tensor, k: float, method: str) -> to
 def solve_clip_sum(
     beta: torch.Tensor, delta: torch.Tensor, k: float, *, method: Method = "select"
 ) -> torch.Tensor:
-    """Solve Σ_j clip(α β_j − δ_j, 0, 1) = k for α and return t = clip(α β − δ, 0, 1) (spec §2.5).
+    """Solve Σ_j clip(α β_j − δ_j, 0, 1) = k for α and return t = clip(α β − δ, 0, 1) (K).
 
     Args:
         beta: (m,) non-negative slopes; coordinates with β_j = 0 get t_j = 0.
@@ -331,11 +331,11 @@ def solve_clip_sum(
     return _solve(beta, delta, k, method)
 
 
-# ----------------------------------------------------------------------------- §2.2 / §2.4 value
+# ----------------------------------------------------------------------------- (SEF) value
 def sef_value(x: torch.Tensor, k: int, *, method: Method = "select") -> torch.Tensor:
-    """The sparse envelope function s_k(|x|) of a 1-D tensor (spec §2.2, §2.4).
+    """The sparse envelope function s_k(|x|) of a 1-D tensor (SEF).
 
-    Uses the variational form with the optimal t = min(1, α|x|) (the §2.5 kernel with β = |x|,
+    Uses the variational form with the optimal t = min(1, α|x|) (the (K) kernel with β = |x|,
     δ = 0): s_k = ½ [Σ_{saturated} y_j² + (Σ_{middle} y_j)² / (k − #saturated)].
     Differentiable in ``x`` (the active sets are held fixed, which gives a valid gradient).
 
@@ -358,7 +358,7 @@ def sef_value(x: torch.Tensor, k: int, *, method: Method = "select") -> torch.Te
 
 
 def wgsef_value(norms: torch.Tensor, k: int, *, weights: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
-    """WGSEF_k = s_k(w ⊙ z) from group norms z (spec §2.3); ``exact`` subtracts ½‖w ⊙ z‖²."""
+    """WGSEF_k = s_k(w ⊙ z) from group norms z (WGSEF); ``exact`` subtracts ½‖w ⊙ z‖²."""
     y = norms if weights is None else norms * weights
     v = sef_value(y, k)
     if exact:
@@ -366,7 +366,7 @@ def wgsef_value(norms: torch.Tensor, k: int, *, weights: torch.Tensor | None = N
     return v
 
 
-# ----------------------------------------------------------------------------- §2.6 group prox
+# ----------------------------------------------------------------------------- (P-env) / (P-exact) group prox
 def group_prox_scale(
     norms: torch.Tensor,
     k: int,
@@ -376,15 +376,15 @@ def group_prox_scale(
     exact: bool = False,
     method: Method = "select",
 ) -> torch.Tensor:
-    """Per-group multipliers s ∈ [0, 1] of the WGSEF prox: p_{g_j} = s_j · v_{g_j} (spec §2.6).
+    """Per-group multipliers s ∈ [0, 1] of the WGSEF prox: p_{g_j} = s_j · v_{g_j} (P-env, P-exact).
 
     Args:
         norms: (m,) group norms a_j = ‖v_{g_j}‖ of the point v (after the gradient step).
         k: number of groups to keep, 1 <= k <= m.
         gamma: step × λ, >= 0. With ``exact=True`` it must satisfy γ·max w² < 1.
         weights: (m,) positive group multipliers w_j (default all ones).
-        exact: False -> prox of γ·WGSEF_k (§2.6a, "envelope"); True -> prox of
-            γ·(WGSEF_k − ½‖w⊙z‖²) (§2.6b, "exact", zero iff at most k groups are non-zero).
+        exact: False -> prox of γ·WGSEF_k (P-env, "envelope"); True -> prox of
+            γ·(WGSEF_k − ½‖w⊙z‖²) (P-exact, "exact", zero iff at most k groups are non-zero).
         method: kernel algorithm, ``"select"`` or ``"sort"``.
 
     Returns:
@@ -427,7 +427,7 @@ def group_prox_scale(
 
 
 def sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select") -> torch.Tensor:
-    """Prox of γ·s_k(|·|) at a 1-D tensor ``x`` (spec §2.6a with singleton groups, unit weights).
+    """Prox of γ·s_k(|·|) at a 1-D tensor ``x`` (P-env with singleton groups, unit weights).
 
     argmin_p ½‖p − x‖² + γ·s_k(|p|). Each output entry is a multiple in [0, 1] of its input.
 
@@ -443,14 +443,14 @@ def sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select"
 
 
 def exact_sef_prox(x: torch.Tensor, k: int, gamma: float, *, method: Method = "select") -> torch.Tensor:
-    """Prox of γ·(s_k(|·|) − ½‖·‖²) (spec §2.6b, singleton groups, unit weights), 0 <= γ < 1."""
+    """Prox of γ·(s_k(|·|) − ½‖·‖²) (P-exact, singleton groups, unit weights), 0 <= γ < 1."""
     _check_1d(x)
     scale = group_prox_scale(x.abs(), k, gamma, exact=True, method=method)
     return (x.to(torch.float64) * scale).to(x.dtype)
 
 
 def top_k_groups(norms: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k largest entries of ``norms``; ties broken by lowest index (spec §6)."""
+    """Bool mask of the k largest entries of ``norms``; ties broken by lowest index."""
     _check_1d(norms, "norms")
     k = _check_k(k, norms.numel())
     order = torch.sort(-norms.detach().to(torch.float64), stable=True).indices
@@ -471,7 +471,7 @@ def group_multipliers(
     *,
     n_coupled: int = 0,
 ) -> torch.Tensor | None:
-    """Group multipliers w_j of WGSEF (spec §2.3, option ``group_weights``), rescaled to max 1.
+    """Group multipliers w_j of WGSEF (WGSEF, option ``group_weights``), rescaled to max 1.
 
     ``"none"`` (reconstructed default): None, i.e. all ones. ``"sqrt_size"``: √|g_j| (the coupled
     bias/BN entries count towards |g_j|). ``"custom"``: the given (n_groups,) positive vector.
@@ -523,23 +523,23 @@ def _register(cls):  # late import keeps this module importable on its own
 
 @_register
 class GroupEnvelope(ProxOperator):
-    """WGSEF regularizer λ·WGSEF_k (or its exact k-level variant) and its prox (spec §2.3, §2.6).
+    """WGSEF regularizer λ·WGSEF_k (or its exact k-level variant) and its prox (WGSEF, P-env, P-exact).
 
     Args:
         k: groups kept: a count >= 1, or a float in (0, 1] (fraction of the tensor's groups,
             k = max(1, round(k·m))). For ``grouping="layer"`` it counts tensors (joint operator).
         grouping: a name of :data:`sparseforge.groups.GROUPINGS`.
         weight: λ (γ = step × λ).
-        exact: True (default; reconstructed default, spec §2.3 ``"exact"``): the penalty
-            λ·(WGSEF_k − ½‖w⊙z‖²), zero iff at most k groups are non-zero, prox §2.6b.
-            False: the literal envelope λ·WGSEF_k, prox §2.6a.
+        exact: True (default; reconstructed default: which objective the paper trains is not pinned down): the penalty
+            λ·(WGSEF_k − ½‖w⊙z‖²), zero iff at most k groups are non-zero, prox (P-exact).
+            False: the literal envelope λ·WGSEF_k, prox (P-env).
         group_weights: ``"none"`` (reconstructed default) | ``"sqrt_size"`` | ``"custom"``.
         multipliers: the custom (n_groups,) multipliers.
         coupled: 1-D tensors in the same groups (bias, BN γ/β; filter/row groupings only).
         method: ``"select"`` (linear time) or ``"sort"`` kernel.
 
     For the exact variant γ must satisfy γ·max w² < 1; larger values are clamped to
-    0.999/max w² with a one-time warning (spec §2.6b).
+    0.999/max w² with a one-time warning (P-exact needs γ w² < 1).
     """
 
     layer_options = ("k", "exact", "group_weights", "multipliers", "method")
@@ -673,7 +673,7 @@ class GroupEnvelope(ProxOperator):
 
     @torch.no_grad()
     def project_tensors_(self, ws: Sequence[torch.Tensor]) -> None:
-        """Final k-projection (spec §2.7): keep the k groups with the largest w⊙z, zero the rest."""
+        """Final k-projection (the end of proximal training): keep the k groups with the largest w⊙z, zero the rest."""
         if self.joint:
             y = torch.stack([w.detach().to(torch.float64).norm() for w in ws])
             mw = self._joint_mult(ws)

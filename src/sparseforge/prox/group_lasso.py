@@ -1,8 +1,8 @@
 """Group lasso baseline: block soft-thresholding of group norms.
 
 Paper context: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope
-Regularization", arXiv:2212.12921 (spec ``shared/methods/wgsef.md`` §2.9: the group-lasso
-baseline reviewers mention).
+Regularization", arXiv:2212.12921 (the group-lasso baseline); Yuan & Lin, "Model selection and
+estimation in regression with grouped variables" (JRSS-B, 2006).
 
     R(θ) = λ Σ_j w_j ‖θ_{g_j}‖₂
     prox_{γR}(θ)_{g_j} = max(0, 1 − γ w_j / ‖θ_{g_j}‖) · θ_{g_j},   γ = step × λ

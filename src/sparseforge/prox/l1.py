@@ -1,7 +1,8 @@
 """L1 (lasso) baseline: elementwise soft-thresholding.
 
 Paper context: "Learning k-Level Structured Sparse Neural Networks Using Group Envelope
-Regularization", arXiv:2212.12921 (spec ``shared/methods/wgsef.md`` §2.9, §2.10: baselines).
+Regularization", arXiv:2212.12921 (an unstructured baseline); Tibshirani, "Regression shrinkage and
+selection via the lasso" (JRSS-B, 1996).
 
     R(θ) = λ Σ_i |θ_i|,     prox_{γR}(θ)_i = sign(θ_i) · max(0, |θ_i| − γ),  γ = step × λ.
 """

@@ -1,6 +1,6 @@
 """Pruning: scores (magnitude, random, SNIP, GraSP, SynFlow), exact top-k masks, lottery tickets.
 
-Public contract (ARCHITECTURE.md)::
+Public contract::
 
     sparseforge.pruning.scores(model, method, *, batch=None, loss_fn=None, targets=None) -> {name: tensor}
     sparseforge.pruning.prune_global(model, scores, sparsity, *, targets=None) -> {name: bool mask}

@@ -195,7 +195,7 @@ def _synflow_input(model: nn.Module, batch: Any, input_shape: tuple[int, ...] | 
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     vocab = getattr(model, "vocab_size", None)
     if hasattr(model, "forward_onehot") and vocab is not None:
-        # token model: the embedding applied to an all-ones vocabulary vector at each position [recon]
+        # token model: the embedding applied to an all-ones vocabulary vector at each position (reconstructed default)
         T = x.shape[1] if x is not None else (input_shape or (2,))[0]
         return model.forward_onehot, torch.ones(1, T, int(vocab), dtype=torch.float64)
     if x is not None:

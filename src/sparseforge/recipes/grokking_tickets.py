@@ -21,7 +21,7 @@ Variants (``variants``: ``all`` or a comma list of): ``dense``, ``ticket``, ``ti
 ``dense_l2``, ``sweep``, ``ticket_nowd``, and the name of any registered scorer (``random``, ``snip``,
 ``grasp``, ``synflow``, plugins): a mask chosen at init by it (``all`` takes every scorer but magnitude).
 
-Reconstructed defaults (``[recon]``, named options):
+Reconstructed defaults (named options):
 - ``ticket_source="post_gen"`` at ``quick``: the mask comes from the first snapshot at or after
   t_gen + ``post_gen_margin`` (300) of the dense run (``paper``: ``"final"``, the end of the 30k-step
   base run): a mask taken exactly at t_gen, when test accuracy has just reached 95%, is not yet a
@@ -90,7 +90,7 @@ def all_variants() -> tuple[str, ...]:
 
 @dataclass
 class GrokkingTicketsConfig(RecipeConfig):
-    """Options of ``grokking-tickets`` (see the module docstring for the [recon] ones)."""
+    """Options of ``grokking-tickets`` (see the module docstring for the reconstructed ones)."""
 
     model: Literal["mlp", "transformer"] = "mlp"
     p: int = 67
@@ -118,8 +118,8 @@ class GrokkingTicketsConfig(RecipeConfig):
     pruning_rate: float = 0.6
     scope: Literal["global", "layerwise"] = "global"
     ticket_source: str = "final"  # final | post_gen | t_gen | <step>
-    post_gen_margin: int = 300  # post_gen: first snapshot at or after t_gen + margin [recon]
-    budget_rel: float | None = None  # cap non-dense runs at budget_rel * dense t_gen steps [recon, quick]
+    post_gen_margin: int = 300  # post_gen: first snapshot at or after t_gen + margin (reconstructed default)
+    budget_rel: float | None = None  # cap non-dense runs at budget_rel * dense t_gen steps (reconstructed, quick)
     mem_source: str = "t_mem"  # t_mem (first snapshot at/after t_mem) | <step>
     transition_acc: float = 0.33
     sweep_rates: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -2,8 +2,7 @@
 
 Paper: Zhao et al., "Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural
 Networks", arXiv:2405.15481 (OPT-125M at r = 64: gap reduction 67.6%). Baselines: LoRA
-(arXiv:2106.09685), ReLoRA (arXiv:2307.05695), GaLore (arXiv:2403.03507). Spec:
-``shared/methods/sst.md``; budgets: ``shared/methods/presets.md``.
+(arXiv:2106.09685), ReLoRA (arXiv:2307.05695), GaLore (arXiv:2403.03507).
 
 An OPT-style decoder-only LM (``causal_lm``: pre-LN, learned positions, ReLU MLP, tied head) is
 trained from scratch on byte-level text — by default the Python standard library's sources found
@@ -11,58 +10,33 @@ on the machine (:func:`sparseforge.data.text.stdlib_corpus`). Every method uses 
 initial weights, data order, step budget and rank r (default d/8); all attention and MLP linears
 are converted; embeddings, LayerNorms and biases stay dense and trained. Optimizer: AdamW
 (0.9/0.999, wd 0.01 on dense matrices, 0 on U, V, sigma), global schedule = linear warm-up (5%)
-then cosine to 10% of the LR; per-method LRs (``lr_<method>``) and ``full_linear_lr_scale`` (the
-full-rank linears' LR multiplier; presets.md: full rank wants ~0.3-0.5x).
+then cosine to 10% of the LR (:func:`sparseforge.optim.warmup_cosine`); per-method LRs (``lr_<method>``)
+and ``full_linear_lr_scale`` (the full-rank linears' LR multiplier).
 
 Reported per method: validation perplexity (exp of the mean byte NLL on the held-out stream),
 trainable parameters, optimizer-state bytes (measured from ``optimizer.state``), peak memory of one
-training step (CUDA: ``max_memory_allocated``; CPU: a TorchDispatchMode storage tracker,
-:class:`sparseforge.spectral.memory.PeakMemory` — tracemalloc does not see torch's allocator) and
-training tokens/s. Also the gap reduction (best other low-rank - SST) / (best other low-rank - full)
-over LoRA, ReLoRA, GaLore, and the paper's version over LoRA and ReLoRA only; ``None`` ("undefined")
-when full rank is not better than the best low-rank method — expected for short runs
-(presets.md: at 600 steps full rank is still worse than LoRA; the gap needs >= 2000 steps).
+training step (:func:`sparseforge.spectral.memory.step_peak_memory`) and training tokens/s. Also the
+gap reduction (best other low-rank - SST) / (best other low-rank - full) over LoRA, ReLoRA, GaLore, and
+the paper's version over LoRA and ReLoRA only; ``None`` ("undefined") when full rank is not better than
+the best low-rank method, as happens in short runs (the gap needs about 2000 steps at this size).
 
-Learning rates (``lr_<method>`` defaults) were chosen by a sweep on this setting (d=64, 2 layers,
-r=8, batch 16, seq 64, 2000 steps, seed 0, 1 thread; validation perplexity on the first 131k
-validation bytes; full rank's linears at 0.4x its lr):
+The per-method learning rates are the best of a sweep on this setting (d=64, 2 layers, r=8, batch 16,
+seq 64, 2000 steps; ``docs/results.md``): full 2e-2, LoRA 1e-2, ReLoRA 3e-3, GaLore 1e-2, SST 1e-2.
+The ``paper`` preset resets them all to its single ``lr``.
 
-    lr       full   LoRA   ReLoRA   GaLore   SST
-    3e-3     8.03   9.30   8.71     10.23    9.34
-    5e-3     -      -      -        -        8.95
-    1e-2     8.11   9.08   8.75     9.71     8.64
-    2e-2     7.99   9.73   -        9.83     9.11
-    4e-2     8.28   -      -        -        -
-
-(ReLoRA after the moment-pruning fix, reset 100 / re-warm 10; at 1e-2 with reset 200 / re-warm 50:
-8.81.) Best: full 2e-2, LoRA 1e-2, ReLoRA 3e-3, GaLore 1e-2, SST 1e-2. The ``paper`` preset resets
-them all to its single ``lr``. Absolute perplexities are ~2x presets.md's (4.2-4.8) because the
-validation split is 16 idiosyncratic stdlib files (test_uuid.py's hex literals, tkinter/tix.py,
-an encoding table): the final training-batch loss of the same runs is exp(1.37) = 3.9 for full.
-
-Result (``CI=1 python benchmarks/sst_lm.py --threads 1 --seeds 0 1``, 2000 steps, whole validation
-stream, 417 s): full 6.59, SST 7.12, ReLoRA 7.49, LoRA 7.74, GaLore 8.46 (median of 2 seeds); gap
-reduction 0.41 (seeds 0.42 / 0.40), below the issue's 0.5 target (paper 0.676 on OPT-125M) and in
-presets.md's 38-44% range. exp(last training-batch loss), full / SST / ReLoRA / LoRA / GaLore:
-4.19 / 4.76 / 5.13 / 5.52 / 6.04, close to presets.md's full 4.2, SST 4.6, ReLoRA 5.1, LoRA 4.8. ReLoRA sits between SST and LoRA once its merge is stable.
-
-Presets: ``smoke`` ~8 s (measured in the test suite); ``quick`` (d=64, batch 16, r=8, 300 steps per
-method, resample every 25) measured 32 s end to end on the 2-core machine (full 12.6, LoRA 11.5,
-ReLoRA 11.9, GaLore 11.9, SST 11.4: gap undefined at 300 steps, as presets.md predicts); ``paper`` =
-OPT-125M dimensions (d=768, 12 layers, 12 heads, r=64, T3=200, one lr 1e-3), days on CPU. Byte
-tokens (V = 256) replace OPT's BPE vocabulary.
+Presets: ``smoke`` ~8 s; ``quick`` (d=64, batch 16, r=8, 300 steps per method, resample every 25)
+~32 s on a 2-core machine (the gap is undefined at 300 steps); ``paper`` = OPT-125M dimensions (d=768,
+12 layers, 12 heads, r=64, T3=200, one lr 1e-3), days on CPU. Byte tokens (V = 256) replace OPT's BPE.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import spectral
@@ -71,13 +45,14 @@ from ..data.text import WindowSampler, eval_windows, load_corpus
 from ..engine import EvalCallback, Run, fit
 from ..engine import distributed as D
 from ..errors import ConfigError
-from ..models.causal_lm import CausalLM
-from ..spectral.memory import PeakMemory, state_tensors
+from ..models.causal_lm import CausalLM, lm_step, perplexity
+from ..optim import warmup_cosine
+from ..registry import METHODS
+from ..spectral.memory import step_peak_memory
 from ..spectral.metrics import gap_reduction
 from . import recipe
 
-LOW_RANK = ("lora", "relora", "galore")
-ALL_METHODS = ("full", "lora", "relora", "galore", "sst")
+ALL_METHODS = ("full", "lora", "relora", "galore", "sst")  # the default series; any spectral method may be named
 
 
 @dataclass
@@ -139,9 +114,10 @@ class SSTLMConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = [m for m in self.methods if m not in ALL_METHODS]
+        known = METHODS.names(family="spectral")
+        bad = [m for m in self.methods if m not in known]
         if bad or not self.methods:
-            raise ConfigError(f"methods must be a non-empty subset of {', '.join(ALL_METHODS)}; got {bad or 'none'}")
+            raise ConfigError(f"methods must be a non-empty subset of {', '.join(known)}; got {bad or 'none'}")
         bad = [a for a in self.sst_ablations if a not in ("top_r", "uniform", "plain_grad", "mix")]
         if bad:
             raise ConfigError(f"sst_ablations must be among top_r, uniform, plain_grad, mix; got {bad}")
@@ -166,35 +142,7 @@ class SSTLMConfig(RecipeConfig):
         return self.lr if v is None else v
 
 
-def cosine_schedule(total: int, warmup_frac: float, min_frac: float):
-    """LR multiplier: linear warm-up over ``warmup_frac`` of the steps, then cosine to ``min_frac``."""
-    warm = max(1, int(round(warmup_frac * total)))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
-
-
-@torch.no_grad()
-def perplexity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch: int = 64, device: Any = "cpu") -> float:
-    """exp(mean token NLL) over the windows (x, y) (B, T)."""
-    tot, n = 0.0, 0
-    for i in range(0, x.shape[0], batch):
-        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
-        logits = model(xb)  # (b, T, V)
-        tot += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum"))
-        n += yb.numel()
-    return math.exp(tot / max(1, n))
-
-
-def lm_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    x, y = batch
-    logits = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+cosine_schedule = warmup_cosine  # kept for callers of the old name
 
 
 def build_method(cfg: SSTLMConfig, method: str, *, seed: int, variant: dict[str, Any] | None = None):
@@ -228,21 +176,12 @@ def build_method(cfg: SSTLMConfig, method: str, *, seed: int, variant: dict[str,
 
 def measure_step_memory(cfg: SSTLMConfig, method: str, batch: tuple[torch.Tensor, torch.Tensor], *,
                         seed: int, variant: dict[str, Any] | None = None) -> int | None:
-    """Peak bytes of one training step (after a warm-up step so optimizer state exists)."""
+    """Peak bytes of one training step of ``method`` (after a warm-up step so optimizer state exists)."""
     try:
-        model, opt, ctl = build_method(cfg, method, seed=seed, variant=variant)
+        model, opt, _ = build_method(cfg, method, seed=seed, variant=variant)
         model.to(cfg.device)
         batch = (batch[0].to(cfg.device), batch[1].to(cfg.device))
-        for i in range(2):
-            opt.zero_grad(set_to_none=True)
-            if i == 1:
-                with PeakMemory(baseline_tensors=state_tensors(model, opt), device=cfg.device) as pm:
-                    lm_step(model, batch).backward()
-                    opt.step()
-            else:
-                lm_step(model, batch).backward()
-                opt.step()
-        return pm.peak_bytes
+        return step_peak_memory(model, opt, lm_step, batch, device=cfg.device)
     except Exception:  # the measurement must never break a run  # noqa: BLE001
         return None
 
@@ -251,7 +190,7 @@ def train_method(cfg: SSTLMConfig, run: Run, corpus: Any, val: tuple[torch.Tenso
                  method: str, series: str, *, variant: dict[str, Any] | None = None) -> dict[str, Any]:
     seed = cfg.seed
     model, opt, ctl = build_method(cfg, method, seed=seed, variant=variant)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(cfg.steps, cfg.warmup_frac, cfg.min_lr_frac))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_frac, cfg.min_lr_frac))
     data = WindowSampler(corpus.train, cfg.batch_size, cfg.seq_len, seed=seed, rank=D.rank(),
                          batches_per_epoch=cfg.steps)
     xv, yv = val
@@ -343,7 +282,7 @@ def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
     ppl = {k: v["val_ppl"] for k, v in results.items()}
     gap = gap_ppr = None
     if "full" in ppl and "sst" in ppl:
-        others = {m: ppl[m] for m in LOW_RANK if m in ppl}
+        others = {m: ppl[m] for m in cfg.methods if m not in ("full", "sst")}
         gap = gap_reduction(ppl["full"], ppl["sst"], others)
         gap_ppr = gap_reduction(ppl["full"], ppl["sst"], {m: ppl[m] for m in ("lora", "relora") if m in ppl})
     full_state = results.get("full", {}).get("optimizer_state_bytes")
@@ -358,7 +297,7 @@ def run(cfg: SSTLMConfig, run: Run) -> dict[str, Any]:
             row["opt_state_vs_full"] = round(v["optimizer_state_bytes"] / full_state, 4)
         rows.append(row)
     note = ("gap reduction undefined: full rank is not better than the best low-rank method at this budget "
-            "(expected below ~2000 steps, see presets.md)") if gap is None and "full" in ppl and "sst" in ppl else ""
+            "(expected below ~2000 steps at this size)") if gap is None and "full" in ppl and "sst" in ppl else ""
     run.save_table("methods", rows, caption=(
         f"byte-level LM on {corpus.source} ({corpus.train.numel():,} train / {corpus.val.numel():,} val bytes), "
         f"d={cfg.d_model}, r={cfg.resolved_rank}, {cfg.steps} steps per method, world size {D.world_size()}. "

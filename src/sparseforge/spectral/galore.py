@@ -2,13 +2,13 @@
 
 Paper: Jiawei Zhao, Zhenyu Zhang, Beidi Chen, Zhangyang Wang, Anima Anandkumar, Yuandong Tian,
 "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", arXiv:2403.03507.
-Compared against in Zhao et al., arXiv:2405.15481 (spec ``shared/methods/sst.md`` §2.10).
+Compared against in Zhao et al., arXiv:2405.15481.
 
 For a matrix parameter W (m x n) with gradient G:
 * every ``update_proj_gap`` steps (T_proj = 200), P <- top-r singular vectors of the current G:
   if m >= n, P = V[:, :r] (n x r) and R = G P (m x r)  ("right");
   else       P = U[:, :r] (m x r) and R = P^T G (r x n) ("left").
-  The side is decided once from G's full-rank shape and stored (spec §6 pitfall).
+  The side is decided once from G's full-rank shape and stored (a projector side chosen per step would flip for square-ish gradients).
 * Adam on R:  M <- b1 M + (1-b1) R,  V <- b2 V + (1-b2) R^2,
   N = (M / (1-b1^t)) / (sqrt(V / (1-b2^t)) + eps);   moments are *not* reset when P changes.
 * W <- W - lr * scale * back(N),   back(N) = N P^T (right) or P N (left),  scale = 0.25 [recall];

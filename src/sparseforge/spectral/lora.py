@@ -2,12 +2,12 @@
 
 Paper: Edward J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685.
 Used as in Zhao et al., "Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural
-Networks", arXiv:2405.15481 (spec ``shared/methods/sst.md`` §2.10).
+Networks", arXiv:2405.15481 (a baseline there).
 
 Equation: h = W0 x + s B A x + b, with W0 (out x in) the layer's real random init, **frozen**;
 A in R^{r x in} Kaiming-uniform (nn.Linear's init, a = sqrt(5)), B in R^{out x r} zeros, s = alpha / r.
 Reconstructed defaults: alpha = r so s = 1 (``alpha=None``); the bias stays trainable
-(``train_bias=True``) like every method of the comparison (spec §2.8).
+(``train_bias=True``) like every method of the comparison.
 """
 
 from __future__ import annotations

@@ -71,7 +71,26 @@ def analytic_trainable(m: int, n: int, r: int, method: str, *, bias: bool = True
     return METHODS.resolve(method, "spectral").trainable_params(m, n, r, bias=bias)
 
 
-__all__ = ["PeakMemory", "analytic_trainable", "layer_memory", "memory_report", "state_tensors"]
+def step_peak_memory(model: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Any, batch: Any, *,
+                     device: str = "cpu") -> int:
+    """Peak bytes of one training step ``step_fn(model, batch).backward(); optimizer.step()``.
+
+    A first step runs untracked so the optimizer state exists; the second is measured with :class:`PeakMemory`
+    (weights, optimizer state and the largest transient: activations, gradients, temporaries).
+    """
+    for i in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        if i == 1:
+            with PeakMemory(baseline_tensors=state_tensors(model, optimizer), device=device) as pm:
+                step_fn(model, batch).backward()
+                optimizer.step()
+        else:
+            step_fn(model, batch).backward()
+            optimizer.step()
+    return pm.peak_bytes
+
+
+__all__ = ["PeakMemory", "analytic_trainable", "layer_memory", "memory_report", "state_tensors", "step_peak_memory"]
 
 
 class PeakMemory:

@@ -3,7 +3,7 @@
 Paper: Vladislav Lialin, Namrata Shivagunde, Sherin Muckatira, Anna Rumshisky, "ReLoRA: High-Rank
 Training Through Low-Rank Updates", arXiv:2307.05695. ReLoRA* as defined by Zhao et al.,
 "Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural Networks",
-arXiv:2405.15481 (spec ``shared/methods/sst.md`` §2.10).
+arXiv:2405.15481 (its ReLoRA* baseline).
 
 Every ``reset_every`` optimizer steps, for each :class:`~sparseforge.spectral.lora.LoRALinear`:
     W0 <- W0 + s B A;   A <- Kaiming-uniform;   B <- 0

@@ -2,7 +2,7 @@
 
 Paper: Jialin Zhao, Yingtao Zhang, Xinghang Li, Huaping Liu, Carlo Vittorio Cannistraci,
 "Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural Networks",
-arXiv:2405.15481 (ICML 2025). Spec: ``shared/methods/sst.md``.
+arXiv:2405.15481 (ICML 2025).
 
 Equations implemented (k = min(out, in), S the active set, |S| = r, G = dL/dW):
 
@@ -14,11 +14,11 @@ Equations implemented (k = min(out, in), S the active set, |S| = r, G = dL/dW):
 * after each step  sigma <- max(sigma, 0);  u_i <- u_i/||u_i||,  v_i <- v_i/||v_i||  (i in S);
 * sampling         p_i = sigma_i / sum_j sigma_j   ("sigma", default, v1)
                    p_i = (1/k + sigma_i / sum_j sigma_j) / 2   ("sigma_uniform_mix", ICML version);
-                   r distinct indices without replacement [recon];
+                   r distinct indices without replacement (reconstructed default);
 * schedule         new S every T3 steps (per-iteration LR warm-up min(1, (t+1)/warmup_iter));
                    re-SVD  [U, sigma, Vh] <- SVD(U diag(sigma) Vh)  after every T2 = d/r iterations.
 
-Memory ("time sharing", spec §2.5): the frozen factors live in buffers ``U_all`` / ``Vh_all``; only
+Memory ("time sharing" of the singular vectors): the frozen factors live in buffers ``U_all`` / ``Vh_all``; only
 the active slices ``U_act`` (out x r), ``Vh_act`` (r x in) and ``sigma`` (k) are ``nn.Parameter`` s,
 so gradients and optimizer state exist for r(out+in)+k numbers per layer. A resample writes the
 active slices back, draws a new S and copies the new slices into the *same* Parameter objects, so
@@ -29,7 +29,7 @@ Lorentz linear layer (hyperbolic issue) reuses it by holding a ``SpectralLinear`
 and applying its own time/space map afterwards. :class:`SSTController` finds every SpectralLinear in
 a model, whatever module contains it.
 
-Reconstructed defaults (``[recon]`` in the spec), each a named option:
+Reconstructed defaults (details the paper does not pin down), each a named option:
 ``absorb_norm=False``, ``sigma_weight_decay=False``, sampling without replacement with the
 zero-probability fill rule, global T2 for layers with k != d, warm-up factor on all parameter groups,
 sigma's optimizer state reset at each re-SVD (``reset_sigma_state_at_resvd=True``) and kept across
@@ -92,7 +92,7 @@ def sample_indices(
 
     ``sigma``/``sigma_uniform_mix``/``uniform`` draw without replacement with probabilities
     :func:`sampling_probs`; when fewer than r entries have p > 0 the rest is filled uniformly
-    from the zero-probability entries (spec §2.3). ``sequential`` takes the ``iteration``-th
+    from the zero-probability entries. ``sequential`` takes the ``iteration``-th
     block of r indices cyclically; ``top_r`` the r largest sigma.
     """
     k = sigma.numel()
@@ -205,10 +205,10 @@ class SpectralLinear(nn.Module):
         in_features / out_features: as in ``nn.Linear``.
         rank: r, the number of active singular-vector pairs (1 <= r < min(in, out)).
         bias: keep an ordinary bias parameter.
-        forward_mode: ``"materialize"`` (W built once per forward, spec default),
+        forward_mode: ``"materialize"`` (W built once per forward, the default),
             ``"factored"`` (never builds W) or ``"auto"`` (reconstructed default: whichever costs
             fewer multiply-adds for the batch at hand; both give the same output).
-        enhanced_grad: drop sigma_i from the factor gradients (spec §2.2).
+        enhanced_grad: drop sigma_i from the factor gradients (the paper's enhanced gradient).
         weight: the initial W (out, in); default: ``nn.Linear``'s own init.
         seed: when given, the first active set is drawn from this seed.
     """
