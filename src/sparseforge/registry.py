@@ -38,6 +38,17 @@ class Entry(Generic[T]):
     obj: T
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def description(self) -> str:
+        """One line: the ``description`` metadata, the object's ``description``, or its docstring's first line."""
+        text = self.meta.get("description") or getattr(self.obj, "description", None)
+        if not isinstance(text, str) or not text:
+            fn = getattr(self.obj, "fn", None)  # a Scorer record: its function's docstring
+            doc = getattr(fn, "__doc__", None) if fn is not None else getattr(self.obj, "__doc__", None)
+            text = doc or ""
+        lines = text.strip().splitlines()
+        return lines[0].strip() if lines else ""
+
 
 class Registry(Generic[T]):
     """A name -> object table filled by a decorator."""
