@@ -170,3 +170,19 @@ def test_undeclared_file_datasets_do_not_check_data_dir(tmp_path):
         data_dir: str | None = None
 
     assert build_config(Legacy, PRESETS, "quick", {"data_dir": "/anything"}).data_dir == "/anything"
+
+
+def test_data_dirs_with_a_tuple_of_datasets(tmp_path):
+    @dataclass
+    class Multi(RecipeConfig):
+        data_dirs: ClassVar[dict] = {"mnist_dir": ("datasets", ("mnist",)), "cifar10_dir": ("datasets", ("cifar10",))}
+        datasets: tuple[str, ...] = ("digits",)
+        mnist_dir: str | None = None
+        cifar10_dir: str | None = None
+
+    with pytest.raises(ConfigError, match="mnist_dir is read only by datasets=mnist, and datasets='digits'"):
+        build_config(Multi, PRESETS, "quick", {"mnist_dir": str(tmp_path)})
+    c = build_config(Multi, PRESETS, "quick", {"datasets": "digits,mnist", "mnist_dir": str(tmp_path)})
+    assert c.mnist_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="cifar10_dir"):
+        build_config(Multi, PRESETS, "quick", {"datasets": "digits,mnist", "cifar10_dir": str(tmp_path)})

@@ -131,7 +131,8 @@ class RecipeConfig:
       When declared, a ``data_dir`` given with any other (built-in) dataset is an error, and a
       ``data_dir`` that is not an existing folder is an error.
     * ``data_dirs``: the same for other pairs, ``{dir_field: (choice_field, choices that read it)}``,
-      e.g. ``{"video_dir": ("video_data", ("frames",))}``.
+      e.g. ``{"video_dir": ("video_data", ("frames",))}``; a tuple-valued choice field (``datasets``)
+      reads the folder when any of its values does.
 
     Float fields must be finite (``nan`` / ``inf`` are refused).
     """
@@ -174,17 +175,20 @@ class RecipeConfig:
                 continue
             if not str(path).strip():
                 raise ConfigError(f"{dir_field} is empty; give the folder of the {choice_field} files, or leave it unset")
-            if choice not in readers:
+            chosen = tuple(choice) if isinstance(choice, (tuple, list)) else (choice,)  # e.g. datasets=(a, b)
+            used = [c for c in chosen if c in readers]
+            if not used:
                 who = f"{choice_field}={'/'.join(map(str, readers))}" if readers else "no dataset of this recipe"
+                shown = choice if not isinstance(choice, (tuple, list)) else ",".join(map(str, choice))
                 raise ConfigError(
-                    f"{dir_field} is read only by {who}, and {choice_field}={choice!r} is built in (it would "
+                    f"{dir_field} is read only by {who}, and {choice_field}={shown!r} is built in (it would "
                     f"ignore {dir_field}); drop {dir_field} or set {choice_field} to one that reads files"
                 )
             p = Path(str(path)).expanduser()
             if not p.exists():
-                raise ConfigError(f"{dir_field} {str(path)!r} does not exist; give the folder holding the {choice} files")
+                raise ConfigError(f"{dir_field} {str(path)!r} does not exist; give the folder holding the {used[0]} files")
             if not p.is_dir():
-                raise ConfigError(f"{dir_field} {str(path)!r} is a file; give the folder holding the {choice} files")
+                raise ConfigError(f"{dir_field} {str(path)!r} is a file; give the folder holding the {used[0]} files")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}

@@ -7,7 +7,8 @@ expression over the flat summary keys, tokens separated by spaces::
     "sst/val_ppl < lora/val_ppl and gap_reduction >= 0.5"
     "structured_acc >= dense_acc - 0.02"
 
-Operands are numbers or summary keys (keys may contain ``/``, ``.`` and ``-``); arithmetic
+Operands are numbers or summary keys (keys may contain ``/``, ``.`` and ``-``; booleans count
+as 1 / 0); arithmetic
 ``+ - * /`` (with the usual precedence), comparisons ``< <= > >= == !=`` and ``and`` / ``or``.
 A key that is missing, ``None`` or not a number makes the result ``None`` ("not determined"),
 never a silent pass.
@@ -51,9 +52,9 @@ def _value(tok: str, summary: Mapping[str, Any], used: dict[str, Any]) -> float:
         return n
     v = summary.get(tok)
     used[tok] = v
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+    if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
         raise _Missing(tok)
-    return float(v)
+    return float(v)  # True / False count as 1 / 0
 
 
 def _arith(tokens: list[str], summary: Mapping[str, Any], used: dict[str, Any]) -> float:
