@@ -25,7 +25,8 @@ def compact_and_measure(
     """Compact every model and measure params, FLOPs and latency side by side.
 
     Args:
-        models: name -> trained (masked, plain-layer) model; not modified.
+        models: name -> trained (masked, plain-layer) model; not modified (a model without zero weights
+            is measured as it is).
         example: the input batch used for compaction, FLOPs and timing (e.g. 1024 images).
         repeats: timed forward passes per model in total.
         blocks: the repeats are split into this many interleaved blocks; the block medians give the
@@ -44,7 +45,8 @@ def compact_and_measure(
     small: dict[str, nn.Module] = {}
     for name, m in models.items():
         m.eval()
-        s = compact(m, example)
+        has_zeros = any(bool((p == 0).any()) for p in m.parameters() if p.dim() >= 2)
+        s = compact(m, example) if has_zeros else m  # nothing to remove: the model is its own compaction
         s.eval()
         diff = float((s(example) - m(example)).abs().max())
         before = metrics.summary(m, example, latency=False)

@@ -39,6 +39,7 @@ from torch import nn
 from .. import masks as M
 from ..bayes import TurboVBI, TurboVBIConfig, calibrate_iid_prior
 from ..bayes.measure import compact_and_measure
+from ..bayes.plots import convergence_figure, support_figure
 from ..config import RecipeConfig
 from ..engine import EvalCallback, Run, evaluate_accuracy, fit, make_loader
 from ..errors import ConfigError
@@ -139,6 +140,7 @@ PRESETS = {
 def run(cfg: TurboVbiConfig, run: Run) -> dict:
     summary: dict[str, Any] = {"kl_weight": cfg.kl_weight, "kappa": cfg.kappa}
     rows: list[dict[str, Any]] = []
+    layer_rows: list[dict[str, Any]] = []
     for i, name in enumerate(cfg.models):
         res = _run_model(cfg, run, name, cfg.datasets[i if len(cfg.datasets) > 1 else 0])
         prefix = "" if i == 0 else f"{name}/"
@@ -146,13 +148,16 @@ def run(cfg: TurboVbiConfig, run: Run) -> dict:
             rows.append({"model": name, "variant": v, **{k: r[k] for k in (*METRICS, "latency_spread_ms", "acc_before_finetune")}})
             for k in (*METRICS, "latency_spread_ms", "latency_speedup", "acc_before_finetune"):
                 summary[f"{k}/{prefix}{v}"] = r[k]
+        layer_rows += [{"model": name, "variant": v, **r} for v, rs in res["layers"].items() for r in rs]
         summary[f"iid_prior/{prefix}turbo_iid"] = res["iid_prior"]
         summary[f"converged_round/{prefix}turbo"] = res["converged"]["turbo"]
-        run.save_figure(_support_figure(res["images"], name), f"support_{name}",
+        run.save_figure(support_figure(res["images"], title=name), f"support_{name}",
                         f"{name}: support posteriors π̃ per layer (rows = fan-in, columns = neurons), turbo vs turbo_iid")
-        run.save_figure(_convergence_figure(res["history"]), f"convergence_{name}",
-                        f"{name}: ELBO estimate and relative changes of ã, b̃, π̃ per outer round")
+        run.save_figure(convergence_figure(res["history"]), f"convergence_{name}",
+                        f"{name}: ELBO estimate and relative changes of ã, b̃, π̃ per outer round (ã is constant when a = ā)")
         run.save_table(f"iid calibration {name}", res["trials"], caption="turbo_iid runs tried to match the turbo compression rate")
+    run.save_table("layers", layer_rows, caption="per layer and variant: density, dead neurons (fan-in or fan-out "
+                   "all zero), run count, 4x4 tile occupancy (support layout; the classifier is outside the structure figures)")
     run.save_table("variants", rows, caption=f"after fine-tune and compaction; latency at batch {cfg.latency_batch}, "
                    f"median of {cfg.latency_blocks} interleaved blocks (spread = half range)")
     return summary
@@ -262,10 +267,12 @@ def _run_model(cfg: TurboVbiConfig, run: Run, name: str, dataset: str) -> dict[s
     example = data.x_test.repeat(reps, *([1] * (data.x_test.dim() - 1)))[: cfg.latency_batch].to(cfg.device)
     meas = compact_and_measure(nets, example, repeats=cfg.latency_repeats, blocks=cfg.latency_blocks)
     probe = TurboVBI(fresh(), targets=list(cfg.targets) if cfg.targets else None, n_data=n_train, config=cfg.tv_config())
-    variants = {}
+    variants, layers = {}, {}
     for v, net in nets.items():
         wmasks = {k: dict(net.named_parameters())[k].detach() != 0 for k in probe.param_names()}
         st = probe.metrics(wmasks)
+        layers[v] = [{k: r[k] for k in ("layer", "shape", "density", "neurons", "dead_neurons", "run_count", "tile_occupancy")}
+                     for r in st["layers"]]
         mm = meas[v]
         variants[v] = {"acc": states[v]["acc"], "acc_before_finetune": states[v]["acc_before_finetune"],
                        "compression_rate": st["compression_rate"], "neuron_sparsity": st["neuron_sparsity"],
@@ -273,49 +280,7 @@ def _run_model(cfg: TurboVbiConfig, run: Run, name: str, dataset: str) -> dict[s
                        "flops": mm["flops_compact"], "latency_ms": mm["latency_ms"],
                        "latency_spread_ms": mm["latency_spread_ms"],
                        "latency_speedup": meas["dense"]["latency_ms"] / max(mm["latency_ms"], 1e-9)}
-    return {"variants": variants, "iid_prior": iid["iid_prior"], "trials": iid["trials"],
+    return {"variants": variants, "layers": layers, "iid_prior": iid["iid_prior"], "trials": iid["trials"],
             "images": {"turbo": turbo["images"], "turbo_iid": iid["images"]},
             "history": {"turbo": turbo["history"], "turbo_iid": iid["history"]},
             "converged": {"turbo": turbo["converged"], "turbo_iid": iid["converged"]}}
-
-
-def _support_figure(images: dict[str, dict[str, torch.Tensor]], model: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = list(images["turbo"])
-    fig, axes = plt.subplots(len(layers), 2, figsize=(7.0, 1.9 * len(layers) + 0.6), squeeze=False)
-    for r, layer in enumerate(layers):
-        for c, v in enumerate(("turbo", "turbo_iid")):
-            ax = axes[r][c]
-            im = ax.imshow(images[v][layer].numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
-            ax.set_title(f"{v}: {layer} ({'x'.join(map(str, images[v][layer].shape))})", fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.6, label="π̃ = q(s = 1)")
-    fig.suptitle(f"{model}: support posteriors (rows = fan-in, columns = neurons)", fontsize=9)
-    return fig
-
-
-def _convergence_figure(history: dict[str, list[dict[str, float]]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.2))
-    for v, rows in history.items():
-        t = [r["round"] for r in rows]
-        a1.plot(t, [r.get("elbo", r["elbo_prior_per_example"]) for r in rows], label=v, lw=1.2)
-        for k, ls in (("d_a", ":"), ("d_b", "--"), ("d_pi", "-")):
-            a2.semilogy(t, [max(r[k], 1e-12) for r in rows], ls, label=f"{v} {k}", lw=1.0)
-    a1.set_xlabel("outer round")
-    a1.set_ylabel("ELBO estimate per example")
-    a2.set_xlabel("outer round")
-    a2.set_ylabel("relative change")
-    a1.legend(fontsize=7)
-    a2.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    return fig
