@@ -298,6 +298,9 @@ def test_compaction_keeps_outputs_and_measures():
         assert out["sparse"]["params_compact"] < out["dense"]["params_compact"]
         assert out["sparse"]["flops_compact"] < out["dense"]["flops_compact"]
         assert len(out["sparse"]["latency_blocks_ms"]) == 2 and out["sparse"]["latency_spread_ms"] >= 0
+        if inp is x:  # reported FLOPs = a direct count on the compacted Linear chain (2 · in · out · batch)
+            lin = [mm for mm in out["sparse"]["model"].modules() if isinstance(mm, nn.Linear)]
+            assert out["sparse"]["flops_compact"] == sum(2 * mm.in_features * mm.out_features * len(x) for mm in lin)
     met = tv.metrics()
     assert met["neuron_sparsity"] >= 0.5 - 1e-9 and met["compression_rate"] > 1.0
 
