@@ -164,7 +164,10 @@ def run(cfg: TurboVbiConfig, run: Run) -> dict:
 
 
 def _run_model(cfg: TurboVbiConfig, run: Run, name: str, dataset: str) -> dict[str, Any]:
-    data_dir = {"mnist": cfg.mnist_dir, "fashion_mnist": cfg.mnist_dir, "cifar10": cfg.cifar10_dir}.get(dataset)
+    dir_key = {"mnist": "mnist_dir", "fashion_mnist": "mnist_dir", "cifar10": "cifar10_dir"}.get(dataset)
+    data_dir = getattr(cfg, dir_key) if dir_key else None
+    if dir_key and not data_dir:
+        raise ConfigError(f"dataset {dataset!r} reads files from disk: pass --set {dir_key}=PATH")
     data = load_classification(dataset, data_dir, allow_pickle=cfg.allow_pickle, seed=cfg.seed)
     kw = model_kwargs_for(data, name)
     if "bn" in inspect.signature(MODELS.get(name)).parameters:
