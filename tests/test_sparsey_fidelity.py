@@ -226,3 +226,53 @@ def test_readout_helpers_and_accuracy_curve():
     A = torch.eye(4).repeat(2, 1)
     y = torch.arange(4).repeat(2)
     assert readout_accuracies(A, y, A, y, kinds=("count", "binary")) == {"count": 1.0, "binary": 1.0}
+
+
+# ---- whole experiments and data paths ------------------------------------------------------------
+def _write_mnist(root, n_train=40, n_test=20):
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for pre, n in (("train", n_train), ("t10k", n_test)):
+        imgs = np.zeros((n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for i in range(n):  # a bar whose position encodes the label, plus noise
+            c = 4 + 2 * int(labels[i])
+            imgs[i, 4:24, c : c + 3] = 255
+            imgs[i][rng.random((28, 28)) < 0.02] = 255
+        (root / f"{pre}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + imgs.tobytes())
+        (root / f"{pre}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+
+
+def test_mnist_sparsey_format_and_recipe_path(tmp_path):
+    from sparseforge.recipes import run_recipe
+    from sparseforge.sdr.preprocess import mnist_sparsey
+
+    _write_mnist(tmp_path)
+    xtr, ytr, xte, yte = mnist_sparsey(tmp_path, train_per_class=3, test_per_class=2, seed=0)
+    assert xtr.shape == (30, 24, 16) and xte.shape == (20, 24, 16)
+    assert torch.bincount(ytr).tolist() == [3] * 10 and set(torch.unique(xtr).tolist()) <= {0.0, 1.0}
+    _, s = run_recipe("sparsey", preset="smoke", out=tmp_path / "run", report=False,
+                      overrides={"image_data": "mnist", "data_dir": str(tmp_path), "train_per_class": "3",
+                                 "test_per_class": "2", "input_mode": "skeleton", "video_data": "none",
+                                 "capacity_counts": "1", "probe_items": "4"})  # fmt: skip
+    assert s["images"]["n_train"] == 30 and 0.0 <= s["images"]["acc_svm"] <= 1.0
+
+
+def test_image_memory_and_probe_and_sequence_classification():
+    xtr, ytr, xte, yte = digits_edges(0, per_class=6)
+    xte, yte = xte[:60], yte[:60]
+    net = Sparsey(SparseyConfig(grids=(8, 1), windows=(5, 0), Q=(16, 4), K=(10, 32), lambda_u=(1.0, 10.0), band_l1=(0.08, 0.3),
+                                freeze_threshold=(0.2, 1.0), inflection=0.9, use_h=False, use_d=False))  # fmt: skip
+    r = E.image_memory(net, xtr, ytr, xte, yte, kinds=("count", "nn_overlap"), n_pairs=40)
+    assert set(r["acc"]) == {"count", "nn_overlap"} and r["summary"]["recall_now_items"] >= 0.9
+    assert r["familiarity"]["G_seen"] > r["familiarity"]["G_novel"] and len(r["pairs"][0]) == 40
+    rows = E.recall_probe({"a": SparseyConfig(), "b": SparseyConfig(tie_break="sample")}, {"x": xtr[:10]})
+    assert [(r["data"], r["config"]) for r in rows] == [("x", "a"), ("x", "b")] and rows[0]["recall_now"] == 1.0
+    from sparseforge.data.videos import moving_shapes_splits
+
+    Xtr, ytr_v, Xte, yte_v = moving_shapes_splits(2, 1, 4, 16, 0)
+    out = E.sequence_classification(Sparsey(SparseyConfig()), list(Xtr), ytr_v, list(Xte), yte_v, kinds=("count",))
+    assert set(out["acc"]) == {"count"} and out["summary"]["chain_recall_frac"] == 1.0

@@ -73,3 +73,19 @@ def test_frame_folders_errors_are_one_line(tmp_path):
     (bad / "0.pgm").write_bytes(b"NOTPGM")
     with pytest.raises(DataFormatError):
         load_frame_folders(tmp_path)
+
+
+def test_frame_folder_splits_noisy_copies(tmp_path):
+    import numpy as np
+
+    from sparseforge.data.videos import frame_folder_splits
+
+    rng = np.random.default_rng(0)
+    for c in ("jump", "walk"):
+        (tmp_path / c).mkdir()
+        for k in range(2):
+            np.save(tmp_path / c / f"s{k}.npy", (rng.random((3, 10, 10)) < 0.3).astype(np.float32))
+    train, ytr, test, yte = frame_folder_splits(tmp_path, noise=0.5, seed=1)
+    assert len(train) == len(test) == 4 and torch.equal(ytr, yte)
+    for a, b in zip(train, test):
+        assert torch.equal(a.sum((1, 2)), b.sum((1, 2))) and not torch.equal(a, b)  # same density, moved pixels

@@ -10,6 +10,8 @@ of short snippets.
 - :func:`random_sparse_sequences`: sequences of independent random sparse frames (exactly
   ``active`` on-pixels each), the memory-capacity probe: nothing but the stored chain of codes
   links one frame to the next.
+- :func:`displace_pixels`: move a fraction of each frame's on-pixels (noisy test copies);
+  :func:`frame_folder_splits`: frame folders as train and their noisy copies as test.
 - :func:`load_frame_folders`: Weizmann-style data preprocessed offline, from a user path:
   ``root/<class>/<sequence>/`` folders of PNG or PGM frames (sorted by file name), or
   ``root/<class>/<sequence>.npy`` arrays ``[T, H, W]``. Frames are binarised (> half the maximum)
@@ -26,14 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, UserError
 from ..registry import register_dataset
 
 __all__ = [
     "moving_shapes",
     "moving_shapes_splits",
     "random_sparse_sequences",
+    "displace_pixels",
     "load_frame_folders",
+    "frame_folder_splits",
     "read_pgm",
     "DIRECTIONS",
 ]
@@ -112,6 +116,42 @@ def random_sparse_sequences(
     g = torch.Generator().manual_seed(seed)
     ranks = torch.rand(n * frames, H * W, generator=g).argsort(1).argsort(1)  # a random permutation per frame
     return (ranks < active).float().view(n, frames, H, W)
+
+
+def displace_pixels(x: Tensor, frac: float, *, generator: torch.Generator) -> Tensor:
+    """Move ``round(frac * on)`` on-pixels of each image to random off positions (same density).
+
+    Args:
+        x: Binary images ``(..., H, W)``.
+        frac: Fraction of each image's on-pixels to move, in [0, 1].
+        generator: Seeded generator.
+    """
+    if not 0.0 <= frac <= 1.0:
+        raise UserError(f"frac must be in [0, 1], got {frac}")
+    shp = x.shape
+    f = (x > 0).reshape(-1, shp[-2] * shp[-1])  # (N, P)
+    on = f.sum(1)
+    k = torch.minimum((frac * on.double()).round().long(), f.shape[1] - on)  # (N,)
+    r = torch.rand(f.shape, generator=generator)
+
+    def pick(mask: Tensor) -> Tensor:  # k random members of each row's mask
+        rank = torch.where(mask, r, 2.0).argsort(1).argsort(1)  # members first, in random order
+        return mask & (rank < k.unsqueeze(1))
+
+    out = f & ~pick(f)
+    out = out | pick(~f)
+    return out.float().reshape(shp)
+
+
+def frame_folder_splits(
+    root: str | os.PathLike, *, size: tuple[int, int] | None = None, noise: float = 0.4, seed: int = 0
+) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
+    """Frame folders (:func:`load_frame_folders`) as train, and as test the same sequences with
+    ``noise`` of each frame's on-pixels moved (the authors' Weizmann protocol):
+    ``(train, y_train, test, y_test)``."""
+    seqs, y, _ = load_frame_folders(root, size=size)
+    g = torch.Generator().manual_seed(seed)
+    return seqs, y, [displace_pixels(s, noise, generator=g) for s in seqs], y
 
 
 @register_dataset("moving_shapes", num_classes=4, input_shape=(8, 16, 16), needs_path=False)

@@ -17,6 +17,7 @@ of them so that every figure says what it counts:
 - :func:`overlap_pairs`: input vs code overlap (Jaccard) over random pairs, with Spearman's rho.
 - :func:`sequence_capacity`: sequence recall against the number of stored sequences.
 - :func:`accuracy_vs_items`: read-out accuracy against training items per class.
+- :func:`image_memory`, :func:`recall_probe`, :func:`sequence_classification`: whole experiments.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data.videos import displace_pixels
 from ..errors import UserError
 from .sparsey import LearnTrace, Sparsey, SparseyConfig
 
@@ -46,6 +48,9 @@ __all__ = [
     "overlap_pairs",
     "sequence_capacity",
     "accuracy_vs_items",
+    "image_memory",
+    "recall_probe",
+    "sequence_classification",
 ]
 
 
@@ -68,31 +73,6 @@ def random_like(x: Tensor, n: int, *, seed: int) -> Tensor:
     shape = tuple(x.shape[-2:])
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, *shape, generator=g) < float((x > 0).float().mean())).float()
-
-
-def displace_pixels(x: Tensor, frac: float, *, generator: torch.Generator) -> Tensor:
-    """Move ``round(frac * on)`` on-pixels of each image to random off positions (same density).
-
-    Args:
-        x: Binary images ``(..., H, W)``.
-        frac: Fraction of each image's on-pixels to move, in [0, 1].
-        generator: Seeded generator.
-    """
-    if not 0.0 <= frac <= 1.0:
-        raise UserError(f"frac must be in [0, 1], got {frac}")
-    shp = x.shape
-    f = (x > 0).reshape(-1, shp[-2] * shp[-1])  # (N, P)
-    on = f.sum(1)
-    k = torch.minimum((frac * on.double()).round().long(), f.shape[1] - on)  # (N,)
-    r = torch.rand(f.shape, generator=generator)
-
-    def pick(mask: Tensor) -> Tensor:  # k random members of each row's mask
-        rank = torch.where(mask, r, 2.0).argsort(1).argsort(1)  # members first, in random order
-        return mask & (rank < k.unsqueeze(1))
-
-    out = f & ~pick(f)
-    out = out | pick(~f)
-    return out.float().reshape(shp)
 
 
 def jaccard(a: Tensor, b: Tensor) -> Tensor:
@@ -354,3 +334,120 @@ def accuracy_vs_items(
         )
         rows.append({"per_class": n, **acc, "knn_pixels": pixel_knn_accuracy(xtr[keep], ytr[keep], xte, yte)})
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole experiments (what the ``sparsey`` recipe reports)
+# ------------------------------------------------------------------------------------------------
+def image_memory(
+    net: Sparsey,
+    xtr: Tensor,
+    ytr: Tensor,
+    xte: Tensor,
+    yte: Tensor,
+    *,
+    readout_levels: str | Sequence[int] = (0,),
+    kinds: Sequence[str] = ("count", "binary", "nn_overlap", "svm"),
+    n_pairs: int = 300,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One pass over ``xtr`` (single trial, in order), then every measurement of the images.
+
+    Returns:
+        ``acc`` (read-outs on the codes of ``readout_levels``), ``knn_pixels`` (1-NN on raw
+        pixels), ``learn_seconds``, ``recall`` (:func:`recall_metrics`), ``familiarity``
+        (:func:`familiarity_separation` of the top level's G), ``G`` (per-item G of ``seen`` /
+        ``novel`` / ``random`` inputs), ``pairs`` (input and code Jaccard of random test pairs),
+        ``sisc_spearman`` and ``summary`` (the headline figures, flat and rounded).
+    """
+    from .readout import pixel_knn_accuracy, readout_accuracies
+
+    res = learn_items(net, xtr, immediate=True)
+    codes_tr, _ = net.encode_levels(xtr)
+    codes_te, _ = net.encode_levels(xte)
+    a_tr, a_te = (
+        net.codes_to_active(codes_tr, levels=readout_levels),
+        net.codes_to_active(codes_te, levels=readout_levels),
+    )
+    G = {
+        "seen": net.familiarity(xtr),
+        "novel": net.familiarity(xte),
+        "random": net.familiarity(random_like(xtr, len(xte), seed=seed)),
+    }
+    xin, cov, rho = overlap_pairs(xte, a_te, n_pairs=n_pairs, seed=seed + 7)
+    acc = readout_accuracies(a_tr, ytr, a_te, yte, kinds=kinds)
+    knn = pixel_knn_accuracy(xtr, ytr, xte, yte)
+    rec = recall_metrics(res.trace, codes_tr, immediate=res.immediate)
+    fam = familiarity_separation(G["seen"], G["novel"], G["random"])
+    L1, items = rec["L1"], rec["items"]
+    summary = {
+        **{f"acc_{k}": v for k, v in acc.items()},
+        "acc_knn_pixels": knn,
+        "learn_time_s": res.learn_seconds,
+        "recall_now_items": items["exact_now"],
+        "recall_end_items": items["exact_end"],
+        "recall_end_L1_stored": L1["exact_stored_end"],
+        "cm_match_end_L1_stored": L1["cm_match_stored_end"],
+        "L1_stored_frac": L1["stored_frac"],
+        **{f"familiarity_{k}": v for k, v in fam.items()},
+        "sisc_spearman": rho,
+    }
+    return {
+        "acc": acc,
+        "knn_pixels": knn,
+        "learn_seconds": res.learn_seconds,
+        "recall": rec,
+        "familiarity": fam,
+        "G": G,
+        "pairs": (xin, cov),
+        "sisc_spearman": rho,
+        "summary": {k: round(float(v), 4) for k, v in summary.items()},
+    }
+
+
+def recall_probe(configs: dict[str, SparseyConfig], data: dict[str, Tensor]) -> list[dict[str, Any]]:
+    """A new user's check: each config learns each data set once, item by item; recall of the
+    top-level code right after each item (``now``) and after all of them (``end``)."""
+    rows = []
+    for dname, x in data.items():
+        for cname, cfg in configs.items():
+            net = Sparsey(cfg)
+            res = learn_items(net, x)
+            m = recall_metrics(res.trace, net.encode_levels(x)[0], immediate=res.immediate)["items"]
+            rows.append(
+                {"data": dname, "config": cname, "recall_now": m["top_exact_now"], "recall_end": m["top_exact_end"]}
+            )
+    return rows
+
+
+def sequence_classification(
+    net: Sparsey,
+    train: Sequence[Tensor],
+    y_train: Tensor,
+    test: Sequence[Tensor],
+    y_test: Tensor,
+    *,
+    kinds: Sequence[str] = ("count", "binary", "nn_overlap", "svm"),
+) -> dict[str, Any]:
+    """Learn each training sequence ``(T_i, H, W)`` once; classify from the last-frame codes of all
+    levels. Returns ``acc`` per read-out and a flat ``summary`` (``chain_recall_frac``: training
+    sequences whose every top-level code comes back; ``G_seen`` / ``G_test``: mean top G)."""
+    from .readout import readout_accuracies
+
+    res = [learn_sequences(net, s[None], immediate=False) for s in train]
+    chain = [torch.equal(net.encode_sequence_levels(s)[0][-1], r.trace.codes[-1]) for s, r in zip(train, res)]
+
+    def last_cells(seqs: Sequence[Tensor]) -> Tensor:
+        return torch.stack([net.codes_to_active([c[0, -1] for c in net.encode_sequence_levels(s)[0]]) for s in seqs])
+
+    g_seen, g_test = (float(torch.cat([net.familiarity_sequence(s)[0] for s in ss]).mean()) for ss in (train, test))
+    acc = readout_accuracies(last_cells(train), y_train, last_cells(test), y_test, kinds=kinds)
+    summary = {
+        **{f"acc_{k}": v for k, v in acc.items()},
+        "chance": 1.0 / (int(y_train.max()) + 1),
+        "learn_time_s": sum(r.learn_seconds for r in res),
+        "chain_recall_frac": sum(chain) / len(chain),
+        "G_seen": g_seen,
+        "G_test": g_test,
+    }
+    return {"acc": acc, "summary": {k: round(float(v), 4) for k, v in summary.items()}}

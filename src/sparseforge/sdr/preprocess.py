@@ -11,7 +11,8 @@ binarised and skeletonised. This module holds our own implementations of
 - ``zhang_suen``: Zhang & Suen (1984) thinning (two sub-iterations until no change);
 - ``boundary``: on-pixels with at least one 4-neighbour off;
 - ``to_sparsey_format``: area-average resize -> threshold -> optional thinning (MNIST);
-- ``load_sparsey_raw``: the authors' ``.raw`` files (24 rows x 16 columns, one byte per pixel).
+- ``load_sparsey_raw``: the authors' ``.raw`` files (24 rows x 16 columns, one byte per pixel);
+- ``mnist_sparsey``: MNIST IDX files -> per-class train/test splits in the authors' format.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "digits_binary",
     "digits_edges",
     "load_sparsey_raw",
+    "mnist_sparsey",
 ]
 
 
@@ -175,3 +177,30 @@ def load_sparsey_raw(root: str | os.PathLike, shape: tuple[int, int] = (24, 16))
     if not xs:
         raise DataFormatError(f"no <label>_*/ *.raw files under {root}")
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+def mnist_sparsey(
+    data_dir: str | os.PathLike,
+    *,
+    train_per_class: int = 200,
+    test_per_class: int = 100,
+    seed: int = 0,
+    input_mode: str = "skeleton",
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """MNIST IDX files under ``data_dir`` -> ``(x_train, y_train, x_test, y_test)``, 16x24 binary.
+
+    Args:
+        train_per_class / test_per_class: items per class drawn by a seeded permutation.
+        input_mode: "skeleton" (Zhang-Suen, the authors' format), "binary" or "edges" (boundary).
+    """
+    from ..data.idx import load_mnist_dir
+
+    (xtr, ytr), (xte, yte) = load_mnist_dir(data_dir, "train"), load_mnist_dir(data_dir, "test")
+    itr = per_class_split(ytr, train_per_class, seed)[0]
+    ite = per_class_split(yte, test_per_class, seed + 1)[0]
+
+    def prep(x: Tensor) -> Tensor:
+        y = to_sparsey_format(x, skeletonize=input_mode == "skeleton")
+        return boundary(y) if input_mode == "edges" else y
+
+    return prep(xtr[itr]), ytr[itr], prep(xte[ite]), yte[ite]

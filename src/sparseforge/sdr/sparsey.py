@@ -377,7 +377,15 @@ def argmax_winners(V: Tensor, priority: Tensor, Q: int, K: int) -> Tensor:
 
 
 def learning_winners(
-    V: Tensor, drawn: Tensor, priority: Tensor, Q: int, K: int, *, full: float = 1.0, drawn_key: Tensor | None = None
+    V: Tensor,
+    drawn: Tensor,
+    priority: Tensor,
+    Q: int,
+    K: int,
+    *,
+    full: float = 1.0,
+    drawn_key: Tensor | None = None,
+    frozen: Tensor | None = None,
 ) -> Tensor:
     """Learning winners that recognition will recall: the tie-key argmax of
     ``{i : V_i >= full} ∪ {drawn}`` per CM.
@@ -385,14 +393,15 @@ def learning_winners(
     Storing a winner raises its support to ``full`` (V = 1: every active afferent now reaches
     it), so recognition right after storing picks, among the drawn cell and the cells already at
     full support, the one with the largest tie key. Taking that cell as the learning winner keeps
-    the draw whenever it would be recalled (always when no cell is at full support) and
-    otherwise gives the tie to recognition's choice (reconstructed default ``tie_break="recall"``).
+    the draw whenever it would be recalled (always when no cell is at full support) and otherwise
+    gives the tie to recognition's choice (reconstructed default ``tie_break="recall"``).
 
     Args:
         V: ``(B, M, Q*K)`` support; drawn: ``(B, M, Q)`` winners drawn from rho.
         priority: tie keys >= 0 broadcastable to ``(B, M, Q, K)`` (recognition's tie-break).
         drawn_key: ``(B, M, Q)`` key the drawn cell will have once stored, when storing changes
             it (default: its current key).
+        frozen: ``(M,)`` bool; those macs take recognition's winner (argmax V, ties by key).
 
     Returns:
         ``(B, M, Q)`` long.
@@ -402,6 +411,8 @@ def learning_winners(
     if drawn_key is not None:
         key = torch.broadcast_to(priority, Vq.shape).scatter(-1, drawn.unsqueeze(-1), drawn_key.unsqueeze(-1))
     cand = (Vq >= full).scatter(-1, drawn.unsqueeze(-1), True)  # (B, M, Q, K)
+    if frozen is not None:
+        cand = torch.where(frozen.view(1, -1, 1, 1), Vq == Vq.amax(-1, keepdim=True), cand)
     return (cand * (1.0 + key)).argmax(-1)  # key >= 0
 
 
@@ -701,8 +712,7 @@ class Sparsey(nn.Module):
             sparse = cfg.decay == "off" and x.shape[-1] >= _SPARSE_MIN_AFFERENTS
             X = normalised_sum(x, self._weights(s, lvl), denom, sparse=sparse)  # (B, M, C)
             parts[s] = X
-            if cfg.tie_order == "fewest_links":
-                parts[s + "_missing"] = pi.unsqueeze(-1) - X * denom.unsqueeze(-1)  # active afferents not linked
+            parts[s + "_missing"] = pi.unsqueeze(-1) - X * denom.unsqueeze(-1)  # active afferents not linked
             term = X if lam[s] == 1.0 else X.pow(lam[s])
             term = term + (pi == 0).unsqueeze(-1).float()  # absent signal (X = 0 there) -> factor 1
             V = term if V is None else V * term
@@ -742,15 +752,18 @@ class Sparsey(nn.Module):
                 mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
                 rho = cm_probabilities(mu, Q, K)  # step 8, (B, M, Q, K)
                 winners = sample_winners(rho, u)  # step 9
+                frozen_m = frozen if max_v and bool(frozen.any()) else None
                 if cfg.tie_break == "recall":
                     drawn_key = None
                     if cfg.tie_order == "fewest_links":  # storing adds the drawn cell's missing links
                         missing = sum(parts[f"{s}_missing"] * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
                         miss = missing.unflatten(-1, (Q, K)).gather(-1, winners.unsqueeze(-1))[..., 0]
+                        if frozen_m is not None:
+                            miss = miss * ~frozen_m[None, :, None]  # frozen macs: recognition's keys
                         drawn_key = prio.expand(*winners.shape, K).gather(-1, winners.unsqueeze(-1))[..., 0] - miss
-                    winners = learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key)
-                if max_v and bool(frozen.any()):
-                    winners = torch.where(frozen[None, :, None], argmax_winners(V, prio, Q, K), winners)
+                    winners = learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key, frozen=frozen_m)
+                elif frozen_m is not None:
+                    winners = torch.where(frozen_m[None, :, None], argmax_winners(V, prio, Q, K), winners)
         else:
             if cfg.backoff and len(xs) > 1:
                 V, G = self._backoff(lvl, xs, V, G, active)
@@ -759,7 +772,7 @@ class Sparsey(nn.Module):
         if learn and update:
             if codes.shape[0] != 1:
                 raise RuntimeError("learning is sequential: present one item at a time")
-            self._hebbian_(lvl, xs, codes[0], active[0], V[0], G[0])
+            self._hebbian_(lvl, xs, codes[0], active[0], V[0], G[0], parts)
         return codes, G, active
 
     def _backoff(self, lvl: int, xs: dict[str, Tensor], V: Tensor, G: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
@@ -779,8 +792,20 @@ class Sparsey(nn.Module):
         Gp = torch.gather(Gst, 0, pick[None])[0]
         return Vp, Gp
 
-    def _hebbian_(self, lvl: int, xs: dict[str, Tensor], code: Tensor, active: Tensor, V: Tensor, G: Tensor) -> None:
-        """Step 10: W_X[j, i] = 1 for active afferents j and winners i; then the freezing rule."""
+    def _hebbian_(
+        self,
+        lvl: int,
+        xs: dict[str, Tensor],
+        code: Tensor,
+        active: Tensor,
+        V: Tensor,
+        G: Tensor,
+        parts: dict[str, Tensor],
+    ) -> None:
+        """Step 10: W_X[j, i] = 1 for active afferents j and winners i; then the freezing rule.
+
+        ``parts[X + "_missing"]`` (active afferents not yet linked to each cell) counts the new
+        ones without reading the weights back (binary weights; with decay they are read)."""
         cfg = self.config
         self.frame += 1
         frozen_u = self._buf("frozen", "U", lvl)
@@ -804,14 +829,17 @@ class Sparsey(nn.Module):
             cc = cells_q[mac]  # (P, Q) winner cells
             flat = (((mac * a + j_i) * C).unsqueeze(1) + cc).reshape(-1)  # distinct (mac, afferent, cell) entries
             Wf = W.view(-1)
-            new = Wf[flat] == 0  # entries about to turn 0 -> 1
-            Wf[flat] = 1.0
-            mac_q = mac.unsqueeze(1).expand(-1, Q).reshape(-1)
+            if cfg.decay == "off":  # new ones per winner = its missing links (exact integer counts)
+                miss = parts[f"{s}_missing"][0].gather(1, cells_q.clamp_min(0)).round().long()  # (M, Q)
+                miss = miss * (active & ~frozen).unsqueeze(1)
+            else:
+                miss = torch.zeros(W.shape[0], Q, dtype=torch.long, device=W.device)
+                new = (Wf[flat] == 0).long().view(-1, Q)  # entries about to turn 0 -> 1, per (pair, CM)
+                miss.index_add_(0, mac, new)
+            Wf.index_fill_(0, flat, 1.0)
+            self._buf("ones", s, lvl).add_(miss.sum(1))
+            self._buf("cell_ones", s, lvl).scatter_add_(1, cells_q.clamp_min(0), miss)
             ones = self._buf("ones", s, lvl)
-            ones.index_add_(0, mac_q, new.long())
-            if cfg.tie_order == "fewest_links":
-                cell = (mac.unsqueeze(1) * C + cc).reshape(-1)
-                self._buf("cell_ones", s, lvl).view(-1).index_add_(0, cell, new.long())
             if cfg.decay != "off":
                 self._buf("last", s, lvl).view(-1)[flat] = float(self.frame)
             rows = self._buf("rows", s, lvl)[macs]
@@ -1050,6 +1078,18 @@ class Sparsey(nn.Module):
         """Per mac fraction of ones among the weight rows in its RF, ``(M,)``."""
         W, rows = self._buf("W", signal, level), self._buf("rows", signal, level)
         return W.sum((1, 2)) / (rows * self.Cs[level]).clamp_min(1.0)
+
+    def stats_per_mac(self, level: int) -> dict[str, Tensor]:
+        """Per mac of ``level``: ``mean_G`` while learning, U ``saturation``, ``learn_frames``
+        (frames it stored before freezing) and ``frozen``; G near 1 early or saturation above ~0.3
+        signals collapse (every input looks familiar)."""
+        act = self._buf("active_frames", None, level).clamp_min(1)
+        return {
+            "mean_G": (self._buf("g_sum", None, level) / act).float(),
+            "saturation": self.saturation(level),
+            "learn_frames": self._buf("learn_frames", None, level).clone(),
+            "frozen": self.frozen_mask(level),
+        }
 
     def stats(self) -> dict[str, float]:
         """Per level: mean/max saturation, frozen fraction, mean G while learning, learning frames."""
