@@ -1,0 +1,212 @@
+"""Training losses, rollouts, metrics and timing for learned particle simulators.
+
+Losses (GNS, arXiv 2002.09405; GIOROM, arXiv 2407.03925):
+
+    stepper     L = MSE(a^, (a_target - mean_a) / sqrt(std_a^2 + sigma^2))   (+ lambda MSE(x^_{t+1}, x_{t+1}))
+                a_target from the noisy window (random-walk noise, see ``features``)
+    decoder     L = MSE(x^_q(t), X[t]) over all N particles of a random (trajectory, frame)
+
+Metrics:
+
+    one-step MSE   mean over frames and particles of ||x^_{t+1} - x_{t+1}||^2 / d   (teacher forced)
+    rollout MSE    mean over frames after the W + 1 seed frames and particles of ||x^_t - x_t||^2
+                   (summed over dimensions)
+    relative L2    mean over frames of ||X^(t) - X(t)||_F / ||X(t)||_F
+    Chamfer        (mean_a min_b ||a - b||^2 + mean_b min_a ||a - b||^2) / 2 on seeded 2,048-point
+                   subsamples when a cloud is larger
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.particles import Trajectory
+from ..errors import UserError
+from ..graph import knn
+from .decoders import DenseDecoder
+from .features import ParticleSimulator, integrate, random_walk_noise, target_acceleration
+
+
+def stepper_loss(model: ParticleSimulator, batch: dict[str, Tensor], *, noise_std: float | None = None,
+                 position_loss_weight: float = 0.0, noise_target: Literal["clean", "gns"] = "clean",
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Normalised-acceleration MSE on a :class:`~sparseforge.data.particles.WindowBatches` batch.
+
+    Args:
+        model: a :class:`ParticleSimulator` (GIOROM or GNS).
+        batch: ``position`` (P, W + 2, d) (last frame = target), ``particle_type``, ``batch``.
+        noise_std: sigma of the input noise (default: the model's).
+        position_loss_weight: lambda of the optional position term (0 = off, the reconstructed
+            default; the GIOROM code used 1e5 or 1e9).
+        noise_target: ``"clean"``: the target reaches the clean x_{t+1} from the noisy state (GIOROM);
+            ``"gns"``: the target position carries the last frame's position noise, so only the
+            velocity noise is corrected (the GNS reference code: a_target = a - (n_t - n_{t-1})).
+    """
+    raw: ParticleSimulator = getattr(model, "module", model)
+    pos = batch["position"]
+    window, target = pos[:, :-1], pos[:, -1]
+    sigma = raw.noise_std if noise_std is None else noise_std
+    noise = random_walk_noise(window.shape, sigma, dtype=window.dtype, device=window.device, generator=generator)
+    noisy = window + noise
+    if noise_target == "gns":
+        target = target + noise[:, -1]
+    elif noise_target != "clean":
+        raise UserError(f"noise_target must be 'clean' or 'gns', got {noise_target!r}")
+    a_target = target_acceleration(noisy, target)
+    pred = model(noisy, batch["particle_type"], batch.get("batch"))
+    loss = F.mse_loss(pred, raw.normalize_acceleration(a_target))
+    if position_loss_weight > 0:
+        loss = loss + position_loss_weight * F.mse_loss(integrate(noisy, raw.acceleration(pred)), target)
+    return loss
+
+
+class DecoderBatches:
+    """Random (trajectory, frame) pairs for training a dense decoder; re-iterable and seeded.
+
+    Yields ``{"traj": long (1,), "frame": long (1,)}``; :func:`decoder_loss` looks the frames up.
+    """
+
+    def __init__(self, n_trajectories: int, n_frames: int, *, batches_per_epoch: int = 100, seed: int = 0) -> None:
+        if n_trajectories < 1 or n_frames < 1:
+            raise UserError("DecoderBatches needs at least one trajectory and one frame")
+        self.n, self.T, self.per_epoch, self.seed, self.epoch = n_trajectories, n_frames, batches_per_epoch, seed, 0
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
+        self.epoch += 1
+        for _ in range(self.per_epoch):
+            yield {"traj": torch.randint(self.n, (1,), generator=g), "frame": torch.randint(self.T, (1,), generator=g)}
+
+
+def decoder_loss(decoder: DenseDecoder, batch: dict[str, Tensor], *, trajectories: Sequence[Trajectory],
+                 sparse_index: Sequence[Tensor], generator: torch.Generator | None = None) -> Tensor:
+    """MSE between the decoded full cloud of one frame (from its true sparse positions) and the truth."""
+    i, t = int(batch["traj"][0]), int(batch["frame"][0])
+    traj, idx = trajectories[i], sparse_index[i]
+    ref = traj.position[0]
+    plan = decoder.prepare(ref[idx], ref, train=True, generator=generator)
+    pred = decoder(plan, traj.position[t, idx])
+    return F.mse_loss(pred, traj.position[t])
+
+
+# --------------------------------------------------------------------------------------------- rollouts
+
+
+@torch.no_grad()
+def rollout(model: ParticleSimulator, seed_frames: Tensor, particle_type: Tensor, steps: int, *,
+            clamp_to_bounds: bool = False, step_callback: Callable[[int], None] | None = None) -> Tensor:
+    """Autoregressive rollout: (W + 1 + steps, n, d), the seed frames unchanged at the front.
+
+    Args:
+        seed_frames: (W + 1, n, d) ground-truth frames.
+        steps: predicted frames.
+        clamp_to_bounds: clamp predicted positions to the model's bounds.
+    """
+    W = model.window
+    if seed_frames.dim() != 3 or seed_frames.shape[0] != W + 1:
+        raise UserError(f"seed_frames must be (W + 1 = {W + 1}, n, d), got {tuple(seed_frames.shape)}")
+    was = model.training
+    model.eval()
+    frames = list(seed_frames)
+    for k in range(steps):
+        window = torch.stack(frames[-(W + 1):], 1)  # (n, W + 1, d)
+        nxt = model.predict_positions(window, particle_type)
+        if clamp_to_bounds:
+            nxt = torch.maximum(torch.minimum(nxt, model.bounds[:, 1]), model.bounds[:, 0])
+        frames.append(nxt)
+        if step_callback is not None:
+            step_callback(k)
+    model.train(was)
+    return torch.stack(frames)
+
+
+@torch.no_grad()
+def one_step_mse(model: ParticleSimulator, trajectories: Sequence[Tensor], particle_types: Sequence[Tensor], *,
+                 max_frames: int | None = None) -> float:
+    """Teacher-forced one-step position MSE (per coordinate) over the given (T, n, d) trajectories."""
+    W = model.window
+    was = model.training
+    model.eval()
+    errs = []
+    for x, typ in zip(trajectories, particle_types):
+        ts = range(W, x.shape[0] - 1)
+        if max_frames is not None and len(ts) > max_frames:
+            ts = torch.linspace(W, x.shape[0] - 2, max_frames).round().long().tolist()
+        for t in ts:
+            window = x[t - W:t + 1].transpose(0, 1)
+            errs.append(float(F.mse_loss(model.predict_positions(window, typ), x[t + 1])))
+    model.train(was)
+    return float(sum(errs) / max(1, len(errs)))
+
+
+def rollout_mse(pred: Tensor, truth: Tensor, *, skip: int = 0) -> float:
+    """Mean over frames >= ``skip`` and particles of the squared error summed over dimensions."""
+    if pred.shape != truth.shape:
+        raise UserError(f"prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape")
+    return float(((pred[skip:] - truth[skip:]) ** 2).sum(-1).mean())
+
+
+def relative_l2(pred: Tensor, truth: Tensor) -> float:
+    """Mean over frames of ||X^ - X||_F / ||X||_F for (T, N, d) clouds."""
+    num = (pred - truth).flatten(1).norm(dim=1)
+    den = truth.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return float((num / den).mean())
+
+
+def chamfer_distance(a: Tensor, b: Tensor, *, max_points: int = 2048, seed: int = 0) -> float:
+    """Symmetric Chamfer distance (mean of the two directed mean squared NN distances)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def sub(x: Tensor) -> Tensor:
+        if x.shape[0] <= max_points:
+            return x
+        return x[torch.randperm(x.shape[0], generator=g)[:max_points].to(x.device)]
+
+    a, b = sub(a), sub(b)
+    _, dab = knn(b, a, 1)
+    _, dba = knn(a, b, 1)
+    return float(0.5 * (dab.mean() + dba.mean()))
+
+
+def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "DecoderBatches",
+    "chamfer_distance",
+    "decoder_loss",
+    "median_time",
+    "n_params",
+    "one_step_mse",
+    "relative_l2",
+    "rollout",
+    "rollout_mse",
+    "stepper_loss",
+]
