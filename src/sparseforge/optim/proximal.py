@@ -210,6 +210,17 @@ class ProxMap(dict):
         """Module name of every regularized weight, in map order."""
         return [n.rpartition(".")[0] for n in self]
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{param_name: bool}`` of the current non-zeros of every regularized weight and its coupled tensors
+        (bias, BN γ/β), so a masked fine-tune keeps pruned groups, and what couples to them, at zero."""
+        name_of = {id(p): n for n, p in self.model.named_parameters()}
+        out: dict[str, torch.Tensor] = {}
+        for p, op in self.params().items():
+            for t in (p, *getattr(op, "coupled", ())):
+                if id(t) in name_of:
+                    out[name_of[id(t)]] = t.detach() != 0
+        return out
+
 
 # ----------------------------------------------------------------------------- model helpers
 PROX_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -249,6 +260,7 @@ def build_prox_map(
     per_layer_k: Mapping[str, int | float] | None = None,
     include_coupled: bool = True,
     kernel: str | None = None,
+    example_inputs: Any = None,
     **op_kwargs: Any,
 ) -> ProxMap:
     """``{weight name: prox operator}`` for the target layers of ``model`` (a :class:`ProxMap`).
@@ -265,8 +277,13 @@ def build_prox_map(
             WGSEF operator over all target layers (k counts layers).
         include_coupled: put the bias and a following BN's γ/β in filter/row groups.
         kernel: ``"select"`` / ``"sort"`` scalar kernel of :class:`GroupEnvelope`.
-        op_kwargs: more operator options (e.g. ``exact=False``, ``group_weights=...``); each operator takes
-            the ones it defines.
+        example_inputs: inputs of one forward pass (for ``group_weights="flops"``).
+        op_kwargs: more operator options (e.g. ``exact=False``); each operator takes the ones it defines.
+            ``group_weights="sqrt_size"`` / ``"flops"`` weigh each layer by the cost of one of its groups
+            (√(group size), or the multiply-adds one group costs), relative to the costliest layer: the
+            multiplier w of every group of layer l is that ratio, i.e. λ_l = λ·w_l. (Inside one tensor all
+            groups of a filter or channel grouping have the same size, so a per-group √|g| would be a
+            constant; across layers it is what makes the weights mean something.)
     """
     from ..groups import n_groups
     from ..registry import METHODS
@@ -278,6 +295,11 @@ def build_prox_map(
     per_layer_k = dict(per_layer_k or {})
     if kernel is not None:
         op_kwargs["method"] = kernel
+    if op_kwargs.get("group_weights") in LAYER_COSTS and grouping != "layer":
+        cost = layer_costs(model, names, grouping, op_kwargs.pop("group_weights"), example_inputs=example_inputs)
+        top = max(cost.values())
+        for n in names:
+            per_layer_weight.setdefault(n, float(weight) * cost[n] / top)
     for m in layers:
         n_groups(m.weight.shape, grouping)  # the grouping must fit every layer: one-line error otherwise
     coupled = [coupled_tensors(model, n) if include_coupled and grouping in ("filter", "row") else [] for n in names]
@@ -290,6 +312,45 @@ def build_prox_map(
     for n, op in zip(names, ops):
         out[f"{n}.weight" if n else "weight"] = op
     return out
+
+
+LAYER_COSTS = ("sqrt_size", "flops")
+
+
+def layer_costs(model: nn.Module, names: Sequence[str], grouping: str, kind: str, *,
+                example_inputs: Any = None) -> dict[str, float]:
+    """Cost of one group of each layer: √(group size), or multiply-adds per group on ``example_inputs``.
+
+    FLOPs per group = the layer's multiply-adds (per sample) / its number of groups: for a conv filter,
+    in·kh·kw/groups · H_out·W_out; for a Linear row, in_features (times the tokens per sample).
+    """
+    from ..groups import group_size
+    from ..groups import n_groups as count_groups
+
+    mods = {n: model.get_submodule(n) for n in names}
+    if kind == "sqrt_size":
+        return {n: float(group_size(m.weight.shape, grouping)) ** 0.5 for n, m in mods.items()}
+    if kind != "flops":
+        raise UserError(f"layer cost must be one of {LAYER_COSTS}, got {kind!r}")
+    if example_inputs is None:
+        raise UserError("group_weights='flops' needs example_inputs=... (one forward pass measures each layer)")
+    outs: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.__setitem__(n, o[:1].numel()))  # one sample
+             for n, m in mods.items()]
+    try:
+        with torch.no_grad():
+            x = example_inputs
+            model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) else model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    cost = {}
+    for n, m in mods.items():
+        w = m.weight
+        fan_in = w[0].numel()  # in·kh·kw / groups, or in_features
+        positions = outs[n] // w.shape[0]  # output positions per sample (H·W, or tokens)
+        cost[n] = float(fan_in * positions * w.shape[0]) / count_groups(w.shape, grouping)
+    return cost
 
 
 def _params_of(prox: Mapping[Any, ProxOperator], model: nn.Module | None = None) -> dict[torch.Tensor, ProxOperator]:

@@ -471,10 +471,12 @@ def group_multipliers(
     *,
     n_coupled: int = 0,
 ) -> torch.Tensor | None:
-    """Group multipliers w_j of WGSEF (WGSEF, option ``group_weights``), rescaled to max 1.
+    """Group multipliers w_j of WGSEF inside one tensor (WGSEF, option ``group_weights``), rescaled to max 1.
 
-    ``"none"`` (reconstructed default): None, i.e. all ones. ``"sqrt_size"``: √|g_j| (the coupled
-    bias/BN entries count towards |g_j|). ``"custom"``: the given (n_groups,) positive vector.
+    ``"none"`` (reconstructed default): None, i.e. all ones. ``"custom"``: the given (n_groups,) positive
+    vector. ``"sqrt_size"``: √|g_j| — the groups of one tensor under a filter/channel/row grouping all
+    have the same size, so inside a tensor this is all ones; :func:`sparseforge.optim.build_prox_map` gives
+    ``"sqrt_size"`` and ``"flops"`` their meaning *across* layers (a per-layer multiplier).
     """
     from ..groups import group_size, n_groups
 
