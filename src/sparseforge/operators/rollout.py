@@ -195,15 +195,72 @@ def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> 
 
 
 def n_params(module: nn.Module) -> int:
+    """Number of parameters."""
     return sum(p.numel() for p in module.parameters())
+
+
+def exponential_lr(total_steps: int, lr: float, lr_final: float) -> Callable[[int], float]:
+    """LR multiplier decaying exponentially from 1 to ``lr_final / lr`` over ``total_steps``."""
+    ratio = lr_final / lr
+    return lambda k: ratio ** (min(k, total_steps) / max(1, total_steps))
+
+
+@torch.no_grad()
+def dense_rollout(stepper: ParticleSimulator, decoder: DenseDecoder, full: Tensor, sparse_index: Tensor,
+                  particle_type: Tensor, *, steps: int | None = None, clamp_to_bounds: bool = False) -> tuple[Tensor, Tensor]:
+    """Roll the stepper out on the sparse particles and decode every frame to the full cloud.
+
+    Args:
+        full: (T, N, d) ground truth (frame 0 = the reference; the first W + 1 frames seed the rollout).
+        sparse_index: (n,) indices of the sparse particles.
+        steps: predicted frames (default: to the end of the trajectory).
+
+    Returns:
+        (sparse rollout (W + 1 + steps, n, d), decoded cloud (W + 1 + steps, N, d)).
+    """
+    W = stepper.window
+    steps = full.shape[0] - W - 1 if steps is None else steps
+    sp = rollout(stepper, full[:W + 1, sparse_index], particle_type[sparse_index], steps, clamp_to_bounds=clamp_to_bounds)
+    was = decoder.training
+    decoder.eval()
+    plan = decoder.prepare(full[0, sparse_index], full[0])
+    dense = decoder(plan, sp)
+    decoder.train(was)
+    return sp, dense
+
+
+@torch.no_grad()
+def step_times(stepper: ParticleSimulator, window: Tensor, particle_type: Tensor, *,
+               decoder: DenseDecoder | None = None, plan: Any = None, repeats: int = 5,
+               warmup: int = 1) -> dict[str, float]:
+    """Median seconds of one rollout step: the graph, the stepper (graph included) and the decode.
+
+    ``window`` (n, W + 1, d) is the stepper's input; with a ``decoder`` and its ``plan`` the decoded
+    cloud of the predicted state is timed too (``total`` = stepper + decode).
+    """
+    was = stepper.training
+    stepper.eval()
+    out = {"graph": median_time(lambda: stepper.graph(window[:, -1]), repeats=repeats, warmup=warmup),
+           "stepper": median_time(lambda: stepper.predict_positions(window, particle_type), repeats=repeats, warmup=warmup)}
+    out["total"] = out["stepper"]
+    if decoder is not None:
+        nxt = stepper.predict_positions(window, particle_type)
+        decoder.eval()
+        out["decode"] = median_time(lambda: decoder(plan, nxt), repeats=repeats, warmup=warmup)
+        out["total"] = out["stepper"] + out["decode"]
+    stepper.train(was)
+    return out
 
 
 __all__ = [
     "DecoderBatches",
     "chamfer_distance",
     "decoder_loss",
+    "dense_rollout",
+    "exponential_lr",
     "median_time",
     "n_params",
+    "step_times",
     "one_step_mse",
     "relative_l2",
     "rollout",
