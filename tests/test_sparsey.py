@@ -281,6 +281,12 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
     rf2 = [[m * Cs[0] + i for m in range(M1) for i in range(Cs[0])]]
     levels = [(rf1, [len(r) for r in rf1], cfg.band_l1), (rf2, [M1 * Qs[0]], cfg.band_higher)]
     prio = [torch.rand(len(rf), Qs[lvl], Ks[lvl], generator=gen) for lvl, (rf, _, _) in enumerate(levels)]
+    fewest = cfg.tie_order == "fewest_links"
+
+    def key(lvl, m, q, k, extra=0.0):  # larger wins: fewest links first, then the fixed priority
+        links = sum(row[q * Ks[lvl] + k] for row in W[lvl][m]) + extra
+        return (-links, float(prio[lvl][m, q, k])) if fewest else float(prio[lvl][m, q, k])
+
     W = [[[[0.0] * Cs[lvl] for _ in rf[m]] for m in range(len(rf))] for lvl, (rf, _, _) in enumerate(levels)]
     frozen = [[False] * len(rf) for rf, _, _ in levels]
 
@@ -302,7 +308,7 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
             for q in range(Q):
                 Vq = V[q * K : (q + 1) * K]
                 best = max(Vq)
-                recog = max((k for k in range(K) if Vq[k] == best), key=lambda k: float(prio[lvl][m, q, k]))
+                recog = max((k for k in range(K) if Vq[k] == best), key=lambda k: key(lvl, m, q, k))
                 if learn and frozen[lvl][m]:  # past the critical period: recognition's winner
                     code.append(recog)
                 elif learn:
@@ -317,7 +323,8 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
                     win = min(win, K - 1)
                     # the cell recognition picks once the draw is stored: full-support cells and the draw
                     cands = [k for k in range(K) if Vq[k] >= 1.0] + [win]
-                    code.append(max(cands, key=lambda k: float(prio[lvl][m, q, k])))
+                    missing = sum(x[j] * (1 - W[lvl][m][j][q * K + win]) for j in range(len(x)))  # links storing adds
+                    code.append(max(cands, key=lambda k: key(lvl, m, q, k, missing if k == win else 0.0)))
                 else:
                     code.append(recog)
             codes.append(code)
@@ -352,7 +359,8 @@ def _reference_learn_encode(cfg: SparseyConfig, X: torch.Tensor) -> tuple[list, 
 @pytest.mark.parametrize(
     "kw",
     [
-        {"Q": 3, "K": 4, "freeze_threshold": 0.3},
+        {"Q": 3, "K": 4, "freeze_threshold": 0.3, "tie_order": "priority"},
+        {"Q": 3, "K": 4, "freeze_threshold": 0.3, "tie_order": "fewest_links"},
         {"Q": (3, 2), "K": (4, 6), "lambda_u": (1.0, 3.0), "freeze_threshold": (0.3, 0.6)},
     ],
 )

@@ -35,7 +35,8 @@ from . import recipe
 
 BEFORE_FIX = {"tie_break": "sample", "frozen_winners": "sample", "tie_order": "priority"}
 CAPACITY_VARIANTS = {"before": ("sampled ties (before)", BEFORE_FIX), "priority": ("recalled ties, priority order",
-                     {"tie_order": "priority"}), "default": ("recalled ties, fewest links (default)", {})}  # fmt: skip
+                     {"tie_order": "priority"}), "default": ("recalled ties, fewest links (default)", {}),
+                     "K16": ("default, K=16 cells per CM", {"K": 16})}  # fmt: skip
 
 
 @dataclass

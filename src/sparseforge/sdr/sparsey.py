@@ -125,11 +125,12 @@ class SparseyConfig:
         frozen_winners: "max_v" (default, as in the authors' code after freezing): a mac whose
             U weights are frozen picks recognition's max-V winners while learning; "sample":
             it keeps drawing from rho (its codes are then not stored anywhere).
-        tie_order: How recognition breaks ties among max-V cells: "priority" (reconstructed
-            default: a fixed seeded random order) or "fewest_links" (the cell with the fewest
-            learned links over the present signals, i.e. the most selective match; priority
-            breaks the rest). A fixed order makes the same cells win every tie at full support,
-            so their input unions grow fastest; "fewest_links" spreads them.
+        tie_order: How recognition breaks ties among max-V cells: "fewest_links"
+            (reconstructed default: the cell with the fewest learned links over the present
+            signals, i.e. the most selective full match; a fixed seeded random priority breaks
+            the rest) or "priority" (the fixed priority alone). A fixed order makes the same cells
+            win every tie at full support, so their input unions grow fastest and ever more
+            inputs tie on them; preferring the most selective cell spreads the wins.
         norm_floor: Divide u by max(pi_U, pi_lo) instead of pi_U (reconstructed default False).
         use_h: Use horizontal (t-1, same level) input in sequences.
         use_d: Use top-down (t-1, level above) input in sequences.
@@ -166,7 +167,7 @@ class SparseyConfig:
     freeze_threshold: float | tuple[float, ...] = 0.5
     tie_break: Literal["recall", "sample"] = "recall"
     frozen_winners: Literal["max_v", "sample"] = "max_v"
-    tie_order: Literal["priority", "fewest_links"] = "priority"
+    tie_order: Literal["priority", "fewest_links"] = "fewest_links"
     norm_floor: bool = False
     use_h: bool = True
     use_d: bool = True
@@ -284,7 +285,9 @@ class SparseyConfig:
 # ----------------------------------------------------------------------------------------
 # Pure CSA math (tensor in, tensor out)
 # ----------------------------------------------------------------------------------------
-def normalised_sum(x: Tensor, W: Tensor, denom: Tensor, *, sparse: bool = False) -> Tensor:
+def normalised_sum(
+    x: Tensor, W: Tensor, denom: Tensor, *, sparse: bool = False, nonzero: tuple[Tensor, ...] | None = None
+) -> Tensor:
     """Steps 2-3: ``X_i = (sum_j x[j] W[j, i]) / denom`` for every mac and batch item.
 
     Args:
@@ -294,13 +297,14 @@ def normalised_sum(x: Tensor, W: Tensor, denom: Tensor, *, sparse: bool = False)
         sparse: Multiply as a sparse matrix (only the weight rows of active afferents are read:
             cost ~ active afferents x C instead of a x C). Exactly equal to the dense product for
             binary weights (integer sums), equal up to rounding order otherwise.
+        nonzero: ``torch.nonzero(x, as_tuple=True)`` when the caller has it.
 
     Returns:
         ``(B, M, C)`` in [0, 1].
     """
     B, M, a = x.shape
     if sparse:
-        b_i, m_i, j_i = torch.nonzero(x, as_tuple=True)  # active (item, mac, afferent) triples
+        b_i, m_i, j_i = torch.nonzero(x, as_tuple=True) if nonzero is None else nonzero  # active triples
         S = torch.sparse_coo_tensor(
             torch.stack([b_i * M + m_i, m_i * a + j_i]), x[b_i, m_i, j_i], (B * M, M * a), check_invariants=False
         )  # block-diagonal over macs: row (b, m) reads mac m's weights
@@ -422,6 +426,13 @@ def codes_to_cells(codes: Tensor, K: int) -> Tensor:
     onehot.scatter_(-1, codes.clamp_min(0).unsqueeze(-1), 1.0)
     onehot = onehot * (codes >= 0).unsqueeze(-1)
     return onehot.flatten(-3)
+
+
+def _missing(parts: dict[str, Tensor], s: str, cells: Tensor) -> Tensor:
+    """Active afferents of signal ``s`` not yet linked to ``cells`` (``(..., M, n)`` cell indices):
+    ``pi - X[cells] * denom``, the links storing those cells would add."""
+    raw = parts[s].gather(-1, cells) * parts[s + "_denom"].unsqueeze(-1)
+    return (parts[s + "_pi"].unsqueeze(-1) - raw).double()
 
 
 def _decayed(last: Tensor, now: int, c: float, P: float) -> Tensor:
@@ -597,10 +608,12 @@ class Sparsey(nn.Module):
             for s in _SIGNALS:
                 self.register_buffer(f"frozen_{s}_{lvl}", torch.zeros(M, dtype=torch.bool))
                 # ones per mac in W_X (the saturation numerator), kept incrementally; rebuilt on load
-                self.register_buffer(f"ones_{s}_{lvl}", torch.zeros(M, dtype=torch.long), persistent=False)
-                # links per cell (the "fewest_links" tie order), likewise
-                self.register_buffer(f"cell_ones_{s}_{lvl}", torch.zeros(M, C, dtype=torch.long), persistent=False)
-            self.register_buffer(f"priority_{lvl}", torch.rand(M, self.Qs[lvl], self.Ks[lvl], generator=gen))
+                self.register_buffer(f"ones_{s}_{lvl}", torch.zeros(M, dtype=torch.float64), persistent=False)
+                # links per cell (the "fewest_links" tie order), likewise (float64: exact integers)
+                self.register_buffer(f"cell_ones_{s}_{lvl}", torch.zeros(M, C, dtype=torch.float64), persistent=False)
+            prio = torch.rand(M, self.Qs[lvl], self.Ks[lvl], generator=gen)
+            self.register_buffer(f"priority_{lvl}", prio)
+            self.register_buffer(f"tie_base_{lvl}", prio.double() * 0.5 + _LINKS_CAP, persistent=False)
             self.register_buffer(f"theta_{lvl}", torch.full((M,), 0.5))
             self.register_buffer(f"learn_frames_{lvl}", torch.zeros(M, dtype=torch.long))
             self.register_buffer(f"active_frames_{lvl}", torch.zeros(M, dtype=torch.long))
@@ -632,17 +645,21 @@ class Sparsey(nn.Module):
                 for s in _SIGNALS:
                     W = self._buf("W", s, lvl)
                     self.register_buffer(f"last_{s}_{lvl}", torch.full_like(W, -math.inf))
+        self.__dict__.pop("_buf_cache", None)  # buffers registered after a lookup
 
     def _recount_ones(self) -> None:
         """Rebuild the per-mac ones counters from the weights (after loading a state dict)."""
         for lvl in range(self.config.n_levels):
             for s in _SIGNALS:
                 W = self._buf("W", s, lvl)
-                self._buf("ones", s, lvl).copy_(W.sum((1, 2)).long())
-                self._buf("cell_ones", s, lvl).copy_(W.sum(1).long())
+                self._buf("ones", s, lvl).copy_(W.sum((1, 2)).double())
+                self._buf("cell_ones", s, lvl).copy_(W.sum(1).double())
+            prio = self._buf("priority", None, lvl)
+            self._buf("tie_base", None, lvl).copy_(prio.double() * 0.5 + _LINKS_CAP)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # noqa: D102
         out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.__dict__.pop("_buf_cache", None)  # assign=True replaces the buffer objects
         self._recount_ones()
         return out
 
@@ -653,10 +670,17 @@ class Sparsey(nn.Module):
         if self.config.tie_order == "priority":
             return prio
         links = sum(self._buf("cell_ones", s, lvl) for s in xs)  # (M, C)
-        return prio.double() * 0.5 + (_LINKS_CAP - links.view_as(prio).double())  # >= 0: fewer links wins
+        return self._buf("tie_base", None, lvl) - links.view_as(prio)  # >= 0: fewer links wins
 
     def _buf(self, kind: str, signal: str | None, lvl: int) -> Tensor:
-        return getattr(self, f"{kind}_{signal}_{lvl}" if signal else f"{kind}_{lvl}")
+        cache = self.__dict__.get("_buf_cache")
+        if cache is None:  # buffers by name (plain dict lookups; nn.Module.__getattr__ is slow)
+            cache = self.__dict__["_buf_cache"] = dict(self.named_buffers())
+        return cache[f"{kind}_{signal}_{lvl}" if signal else f"{kind}_{lvl}"]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:  # .to() / .cpu() replace the buffers
+        self.__dict__.pop("_buf_cache", None)
+        return super()._apply(fn, *args, **kwargs)
 
     # ---- input handling ------------------------------------------------------------------
     def _images(self, x: Tensor) -> Tensor:
@@ -694,27 +718,35 @@ class Sparsey(nn.Module):
         return _decayed(self._buf("last", s, lvl), self.frame, cfg.decay_c, cfg.decay_p)
 
     def _support(
-        self, lvl: int, xs: dict[str, Tensor], subset: tuple[str, ...] | None = None
+        self,
+        lvl: int,
+        xs: dict[str, Tensor],
+        subset: tuple[str, ...] | None = None,
+        pis: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """V (B, M, C) from the available signals (steps 2-4) and the per-signal normalised sums."""
+        """V (B, M, C) from the available signals (steps 2-4); ``parts`` holds per signal X the
+        normalised sums ``X``, their denominators ``X_denom`` and active-afferent counts ``X_pi``."""
         cfg = self.config
         lam = {"U": cfg.at("lambda_u", lvl), "H": cfg.at("lambda_h", lvl), "D": cfg.at("lambda_d", lvl)}
         V: Tensor | None = None
         parts: dict[str, Tensor] = {}
-        for s, x in xs.items():
-            if subset is not None and s not in subset:
-                continue
-            pi = x.sum(-1)  # (B, M) active afferents
+        used = [s for s in xs if subset is None or s in subset]
+        for s in used:
+            x = xs[s]
+            pi = pis[s] if pis is not None and s in pis else x.sum(-1)  # (B, M) active afferents
             denom = pi.clamp_min(1.0)
             if s == "U" and cfg.norm_floor:
                 denom = torch.maximum(denom, self._buf("band", None, lvl)[0] * self._buf("cap", None, lvl))
             # large sparse RFs: read only active rows (integer sums: exactly the dense product)
             sparse = cfg.decay == "off" and x.shape[-1] >= _SPARSE_MIN_AFFERENTS
-            X = normalised_sum(x, self._weights(s, lvl), denom, sparse=sparse)  # (B, M, C)
-            parts[s] = X
-            parts[s + "_missing"] = pi.unsqueeze(-1) - X * denom.unsqueeze(-1)  # active afferents not linked
+            nz = torch.nonzero(x, as_tuple=True) if sparse else None
+            X = normalised_sum(x, self._weights(s, lvl), denom, sparse=sparse, nonzero=nz)  # (B, M, C)
+            if nz is not None and x.shape[0] == 1:
+                parts[s + "_nz"] = torch.stack(nz[1:])  # (2, P) active (mac, afferent) pairs, for storing
+            parts[s], parts[s + "_denom"], parts[s + "_pi"] = X, denom, pi
             term = X if lam[s] == 1.0 else X.pow(lam[s])
-            term = term + (pi == 0).unsqueeze(-1).float()  # absent signal (X = 0 there) -> factor 1
+            if len(used) > 1:  # an absent signal (X = 0 there) is a factor 1 (alone it gates the mac off)
+                term = term + (pi == 0).unsqueeze(-1).float()
             V = term if V is None else V * term
         assert V is not None
         return V, parts
@@ -737,7 +769,7 @@ class Sparsey(nn.Module):
         piU = xU.sum(-1)  # (B, M)
         band, cap = self._buf("band", None, lvl), self._buf("cap", None, lvl)
         active = (piU >= band[0] * cap) & (piU <= band[1] * cap) & (piU > 0)  # step 1: gate
-        V, parts = self._support(lvl, xs)  # steps 2-4
+        V, parts = self._support(lvl, xs, pis={"U": piU})  # steps 2-4
         G = familiarity_from_support(V, Q, K) * active  # step 5, (B, M)
         prio = self._tie_key(lvl, xs)  # recognition's tie-break among max-V cells
         if learn:
@@ -756,11 +788,11 @@ class Sparsey(nn.Module):
                 if cfg.tie_break == "recall":
                     drawn_key = None
                     if cfg.tie_order == "fewest_links":  # storing adds the drawn cell's missing links
-                        missing = sum(parts[f"{s}_missing"] * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
-                        miss = missing.unflatten(-1, (Q, K)).gather(-1, winners.unsqueeze(-1))[..., 0]
+                        cells = winners + torch.arange(Q, device=winners.device) * K  # (B, M, Q)
+                        miss = sum(_missing(parts, s, cells) * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
                         if frozen_m is not None:
                             miss = miss * ~frozen_m[None, :, None]  # frozen macs: recognition's keys
-                        drawn_key = prio.expand(*winners.shape, K).gather(-1, winners.unsqueeze(-1))[..., 0] - miss
+                        drawn_key = prio.flatten(-2).expand(*cells.shape[:-1], -1).gather(-1, cells) - miss
                     winners = learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key, frozen=frozen_m)
                 elif frozen_m is not None:
                     winners = torch.where(frozen_m[None, :, None], argmax_winners(V, prio, Q, K), winners)
@@ -820,21 +852,27 @@ class Sparsey(nn.Module):
             macs = torch.nonzero(active & ~frozen).flatten()  # macs allowed to learn this signal
             if macs.numel() == 0:
                 continue
-            m_i, j_i = torch.nonzero(x[0, macs] > 0, as_tuple=True)  # active afferents (pairs)
-            if m_i.numel() == 0:
+            if s + "_nz" in parts:  # active (mac, afferent) pairs found by the sparse product
+                mac, j_i = parts[s + "_nz"]
+                if macs.numel() < frozen.numel():
+                    keep = (active & ~frozen)[mac]
+                    mac, j_i = mac[keep], j_i[keep]
+            else:
+                m_i, j_i = torch.nonzero(x[0, macs] > 0, as_tuple=True)  # active afferents (pairs)
+                mac = macs[m_i]  # (P,)
+            if mac.numel() == 0:
                 continue
             W = self._buf("W", s, lvl)  # (M, a, C), contiguous
             a, C = W.shape[1], W.shape[2]
-            mac = macs[m_i]  # (P,)
             cc = cells_q[mac]  # (P, Q) winner cells
             flat = (((mac * a + j_i) * C).unsqueeze(1) + cc).reshape(-1)  # distinct (mac, afferent, cell) entries
             Wf = W.view(-1)
             if cfg.decay == "off":  # new ones per winner = its missing links (exact integer counts)
-                miss = parts[f"{s}_missing"][0].gather(1, cells_q.clamp_min(0)).round().long()  # (M, Q)
+                miss = _missing(parts, s, cells_q.clamp_min(0)[None])[0].round()  # (M, Q)
                 miss = miss * (active & ~frozen).unsqueeze(1)
             else:
-                miss = torch.zeros(W.shape[0], Q, dtype=torch.long, device=W.device)
-                new = (Wf[flat] == 0).long().view(-1, Q)  # entries about to turn 0 -> 1, per (pair, CM)
+                miss = torch.zeros(W.shape[0], Q, dtype=torch.float64, device=W.device)
+                new = (Wf[flat] == 0).double().view(-1, Q)  # entries about to turn 0 -> 1, per (pair, CM)
                 miss.index_add_(0, mac, new)
             Wf.index_fill_(0, flat, 1.0)
             self._buf("ones", s, lvl).add_(miss.sum(1))
@@ -843,7 +881,7 @@ class Sparsey(nn.Module):
             if cfg.decay != "off":
                 self._buf("last", s, lvl).view(-1)[flat] = float(self.frame)
             rows = self._buf("rows", s, lvl)[macs]
-            sat = ones[macs].double() / (rows * C).clamp_min(1.0)  # freezing rule
+            sat = ones[macs] / (rows * C).clamp_min(1.0)  # freezing rule
             frozen[macs] = sat > cfg.level_freeze(lvl)
         if cfg.mu_form == "java":  # theta ratchets 0.5 -> 0.9 as the mac's mean V rises above 0.3
             mean_v = V.mean(-1)
