@@ -235,3 +235,37 @@ def test_chamfer_distance():
     want = 0.5 * (float(d.min(1).values.mean()) + float(d.min(0).values.mean()))
     assert abs(chamfer_distance(a, b) - want) < 1e-7
     assert abs(chamfer_distance(a, b) - chamfer_distance(b, a)) < 1e-9
+
+
+def test_recipe_smoke_reports_and_renders(tmp_path):
+    from sparseforge.recipes import run_recipe
+
+    path, s = run_recipe("giorom", preset="smoke", out=tmp_path / "g")
+    for k in ("rollout_mse/giorom", "rollout_mse/gns", "one_step_mse/giorom", "chamfer/giorom", "step_ms/giorom",
+              "step_ms/gns", "speedup/gns_over_giorom", "rollout_mse/const_vel"):
+        assert k in s and s[k] is not None and s[k] >= 0, k
+    assert (path / "figures" / "rollout.png").exists()
+    assert s["n_sparse"] == 30 and s["n_particles"] == 150
+
+
+def test_recipe_bad_config():
+    from sparseforge.errors import ConfigError
+    from sparseforge.recipes import RECIPES
+
+    rec = RECIPES.get("giorom")
+    for bad in ({"frac": "0"}, {"material": "lava"}, {"n_particles": "0"}, {"radius_factor": "-1"}):
+        with pytest.raises(ConfigError):
+            rec.build_config("smoke", bad)
+
+
+def test_recipe_reads_a_gns_folder(tmp_path):
+    from sparseforge.data.particles import generate_particle_splits, write_particle_dataset
+    from sparseforge.recipes import run_recipe
+
+    s = generate_particle_splits("water", n_train=2, n_valid=1, n_test=1, n_particles=80, n_frames=12, seed=3)
+    write_particle_dataset(tmp_path / "data", s)  # GNS object arrays: needs allow_pickle
+    with pytest.raises(UserError, match="allow_pickle"):
+        run_recipe("giorom", preset="smoke", out=tmp_path / "r1", overrides={"data_dir": str(tmp_path / "data")})
+    _, summ = run_recipe("giorom", preset="smoke", out=tmp_path / "r2",
+                         overrides={"data_dir": str(tmp_path / "data"), "allow_pickle": "true"})
+    assert summ["n_particles"] == 80 and summ["n_sparse"] == 16

@@ -46,6 +46,7 @@ from ..data.particles import (
     subset,
 )
 from ..engine import EvalCallback, Run, fit
+from ..engine import distributed as D
 from ..errors import ConfigError
 from ..graph import sample_points
 from ..operators import (
@@ -170,7 +171,7 @@ def build_models(cfg: GIOROMRecipeConfig, meta: dict[str, Any], sparse_radius: f
 def train_stepper(cfg: GIOROMRecipeConfig, run: Run, model: torch.nn.Module, trajs: list, valid: list,
                   series: str) -> dict[str, Any]:
     data = WindowBatches(trajs, window=cfg.window, batch_size=cfg.batch_size, batches_per_epoch=cfg.steps,
-                         seed=cfg.seed)
+                         seed=cfg.seed + 1000 * D.rank())  # other windows on every rank under torchrun
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, exponential_lr(cfg.steps, cfg.lr, cfg.lr_final))
     vx, vt = [t.position for t in valid], [t.particle_type for t in valid]
