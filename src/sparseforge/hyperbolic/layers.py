@@ -211,15 +211,16 @@ class LorentzMultiheadAttention(nn.Module):
         n_heads: number of heads.
         dropout: dropout on the attention weights and on the projections' inputs.
         k: curvature parameter.
+        init_bound / scale: the projections' LorentzLinear init (U(+-init_bound)) and initial e^s.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, k: float = 1.0,
-                 init_bound: float | None = 0.02, linear_layer: type[nn.Module] = nn.Linear) -> None:
+                 init_bound: float | None = 0.02, scale: float = 10.0, linear_layer: type[nn.Module] = nn.Linear) -> None:
         super().__init__()
         if d_model % n_heads or d_model // n_heads < 2:
             raise UserError(f"d_model={d_model} must split into {n_heads} heads of >= 2 coordinates")
         self.d_model, self.n_heads, self.k, self.attn_dropout = d_model, n_heads, float(k), dropout
-        kw = {"k": k, "init_bound": init_bound, "linear_layer": linear_layer}
+        kw = {"k": k, "init_bound": init_bound, "scale": scale, "linear_layer": linear_layer}
         self.q_proj = LorentzLinear(d_model, d_model, heads=n_heads, dropout=dropout, **kw)
         self.k_proj = LorentzLinear(d_model, d_model, heads=n_heads, dropout=dropout, **kw)
         self.v_proj = LorentzLinear(d_model, d_model, heads=n_heads, dropout=dropout, **kw)

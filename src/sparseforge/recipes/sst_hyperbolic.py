@@ -106,22 +106,22 @@ class SSTHyperbolicConfig(RecipeConfig):
     src_lang: str = "src"
     tgt_lang: str = "tgt"
     pairs: int = 2000
-    min_len: int = 5
-    max_len: int = 20
+    min_len: int = 3
+    max_len: int = 10
     d_model: int = 32
     n_heads: int = 4
-    mt_layers: int = 2
+    mt_layers: int = 1
     mt_rank: int = 0
     mt_steps: int = 300
     mt_batch: int = 64
-    mt_lr: float = 3e-3
-    mt_lr_lorentz: float = 3e-3
+    mt_lr: float = 5e-3
+    mt_lr_lorentz: float = 5e-3
     mt_warmup: int = 50
     mt_T3: int = 25
     mt_sst_warmup: int = 5
     dropout: float = 0.1
     label_smoothing: float = 0.1
-    bleu_sentences: int = 200
+    bleu_sentences: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -243,11 +243,12 @@ def _figure(run: Run, results: dict[str, dict[str, dict[str, dict[str, Any]]]], 
     presets={
         "smoke": {"nodes": 80, "feat_dim": 32, "epochs": 20, "T3": 5, "sst_warmup": 2, "eval_every": 5, "pairs": 300,
                   "mt_steps": 20, "mt_T3": 5, "mt_sst_warmup": 2, "mt_warmup": 5, "d_model": 16, "n_heads": 2,
-                  "mt_layers": 1, "max_len": 10, "bleu_sentences": 20, "mt_batch": 32},
+                  "max_len": 8, "bleu_sentences": 20, "mt_batch": 32},
         "quick": {},
         "paper": {"nodes": 1044, "feat_dim": 1000, "epochs": 5000, "patience": 100, "T3": 200, "sst_warmup": 20,
-                  "pairs": 10_000, "d_model": 128, "mt_steps": 20_000, "mt_T3": 200, "mt_sst_warmup": 20,
-                  "mt_warmup": 1000, "mt_layers": 3, "bleu_sentences": 1000, "threads": None},
+                  "pairs": 10_000, "min_len": 5, "max_len": 20, "d_model": 128, "mt_steps": 20_000, "mt_T3": 200,
+                  "mt_sst_warmup": 20, "mt_warmup": 1000, "mt_layers": 3, "mt_lr": 1e-3, "mt_lr_lorentz": 1e-3,
+                  "bleu_sentences": 1000, "threads": None},
     },
     help="SST vs full-rank, LoRA, ReLoRA* on HyboNet and Euclidean GCNs (graph tasks) and Transformers (translation)",
     headline=("f1/nc/hyperbolic/sst", "roc_auc/lp/hyperbolic/sst", "bleu/mt/lorentz/sst",
