@@ -51,6 +51,6 @@ def test_sparsey_single_pass_digits(tmp_path):
 
 def test_sst_beats_lora_at_two_thousand_steps(tmp_path):
     s = _run("sst-lm", tmp_path, overrides={"steps": "2000", "methods": "full,lora,sst"}, threads=1)
-    ppl = {m: s[f"{m}/val_ppl"] for m in ("full", "lora", "sst")}
+    ppl = {m: s[f"val_ppl/{m}"] for m in ("full", "lora", "sst")}
     assert ppl["full"] < ppl["sst"] < ppl["lora"]
-    assert s["gap_reduction"] is not None and s["gap_reduction"] > 0.2
+    assert s["gap_reduction/paper"] is not None and s["gap_reduction/paper"] > 0.2

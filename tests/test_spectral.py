@@ -62,14 +62,15 @@ def test_gradcheck_exact_gradients(factored: bool, out_in: tuple[int, int]) -> N
     out_f, in_f = out_in
     k, r = min(out_in), 2
     g = torch.Generator().manual_seed(0)
-    U_all = torch.randn(out_f, k, dtype=torch.float64, generator=g)
-    Vh_all = torch.randn(k, in_f, dtype=torch.float64, generator=g)
+    U_rest = torch.randn(out_f, k - r, dtype=torch.float64, generator=g)
+    Vh_rest = torch.randn(k - r, in_f, dtype=torch.float64, generator=g)
     idx = torch.tensor([0, 2])
+    rest = torch.tensor([i for i in range(k) if i not in (0, 2)])
     x = torch.randn(3, in_f, dtype=torch.float64, generator=g, requires_grad=True)
     s = torch.rand(k, dtype=torch.float64, generator=g).add(0.5).requires_grad_()
     Ua = torch.randn(out_f, r, dtype=torch.float64, generator=g, requires_grad=True)
     Va = torch.randn(r, in_f, dtype=torch.float64, generator=g, requires_grad=True)
-    fn = lambda x, s, Ua, Va: _SpectralLinearFn.apply(x, s, Ua, Va, U_all, Vh_all, idx, factored, False)  # noqa: E731
+    fn = lambda x, s, Ua, Va: _SpectralLinearFn.apply(x, s, Ua, Va, U_rest, Vh_rest, idx, rest, factored, False)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, s, Ua, Va))
 
 
@@ -117,7 +118,7 @@ def _train_step(model, opt, seed: int = 0) -> None:
 def test_step_changes_only_active_vectors_and_sigma() -> None:
     model, opt, _ = _sst_setup(T3=100)
     layers = [m for m in model.modules() if isinstance(m, SpectralLinear)]
-    before = [(m.factors(), m.sigma.detach().clone(), m.U_all.clone(), m.Vh_all.clone()) for m in layers]
+    before = [(m.factors(), m.sigma.detach().clone(), m.U_rest.clone(), m.Vh_rest.clone()) for m in layers]
     _train_step(model, opt)
     for m, ((U0, Vh0), s0, Ua0, Va0) in zip(layers, before):
         U1, Vh1 = m.factors()
@@ -125,7 +126,7 @@ def test_step_changes_only_active_vectors_and_sigma() -> None:
         inactive[m.active_idx] = False
         assert torch.equal(U1[:, inactive], U0[:, inactive])  # bitwise
         assert torch.equal(Vh1[inactive], Vh0[inactive])
-        assert torch.equal(m.U_all, Ua0) and torch.equal(m.Vh_all, Va0)  # stores untouched in an iteration
+        assert torch.equal(m.U_rest, Ua0) and torch.equal(m.Vh_rest, Va0)  # stores untouched in an iteration
         assert not torch.allclose(U1[:, m.active_idx], U0[:, m.active_idx])
         assert not torch.allclose(Vh1[m.active_idx], Vh0[m.active_idx])
         assert (m.sigma.detach() != s0).sum() >= m.k - 1  # every singular value moves
@@ -361,3 +362,24 @@ def test_targets_patterns_and_exclude() -> None:
     assert type(model[4]) is nn.Linear
     model = spectral.convert(mlp(), "lora", rank=2, exclude=["4"])
     assert type(model[4]) is nn.Linear and isinstance(model[0], spectral.LoRALinear)
+
+
+def test_sst_stores_every_vector_once_and_saves_no_factor_copies() -> None:
+    """k(m + n) + k numbers per layer, and backward keeps only x and the layer's own tensors alive."""
+    m_, n_, r = 12, 7, 3
+    sl = SpectralLinear.from_linear(nn.Linear(n_, m_), r)
+    k = min(m_, n_)
+    stored = sum(p.numel() for p in sl.parameters()) + sum(b.numel() for b in sl.buffers() if b.is_floating_point())
+    assert stored == k * (m_ + n_) + k + m_  # + bias
+    trainable = sum(p.numel() for p in sl.parameters() if p.requires_grad)
+    assert trainable == spectral.memory.analytic_trainable(m_, n_, r, "sst")
+    own = {t.untyped_storage().data_ptr() for t in [*sl.parameters(), *sl.buffers()]}
+    x = torch.randn(5, n_, requires_grad=True)
+    own.add(x.untyped_storage().data_ptr())
+    saved = []
+    for mode in ("materialize", "factored"):
+        sl.forward_mode = mode
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = sl(x)
+        y.sum().backward()
+    assert saved and all(t.untyped_storage().data_ptr() in own for t in saved)

@@ -37,6 +37,6 @@ def test_two_process_run_identical_parameters(tmp_path) -> None:
     s1 = json.loads((tmp_path / "rank1.json").read_text())
     assert s0["world_size"] == 2 and s1["world_size"] == 2
     for m in ("sst", "relora", "galore"):
-        assert s0[f"{m}/param_checksum"] == s1[f"{m}/param_checksum"], m
-        assert s0[f"{m}/val_ppl"] == s1[f"{m}/val_ppl"]
+        assert s0[f"param_checksum/{m}"] == s1[f"param_checksum/{m}"], m
+        assert s0[f"val_ppl/{m}"] == s1[f"val_ppl/{m}"]
     assert (tmp_path / "run" / "summary.json").exists()  # only rank 0 writes

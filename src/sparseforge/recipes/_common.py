@@ -180,8 +180,10 @@ def accuracy(model: nn.Module, data: Any, device: str | torch.device | None = No
     return evaluate_accuracy(model, make_loader(data.test, 512, shuffle=False), device)
 
 
-def curves_figure(run: Run, key: str, *, xkey: str = "step", ylabel: str | None = None) -> Any:
-    """One line per logged ``series`` of ``metrics.jsonl``: ``key`` against ``xkey``."""
+def curves_figure(run: Run, key: str, *, xkey: str = "step", ylabel: str | None = None, logy: bool = False,
+                  skip_first: bool = False) -> Any:
+    """One line per logged ``series`` of ``metrics.jsonl``: ``key`` against ``xkey`` (optionally log-scale, without
+    each series' first point, e.g. the evaluation at initialisation that would flatten every other point)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,14 +193,17 @@ def curves_figure(run: Run, key: str, *, xkey: str = "step", ylabel: str | None 
     for rec in run.read_metrics():
         if key in rec and rec[key] is not None:
             series.setdefault(rec.get("series", "?"), []).append((rec.get(xkey, rec.get("step", 0)), rec[key]))
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
     for name, pts in series.items():
+        pts = pts[1:] if skip_first and len(pts) > 1 else pts
         xs, ys = zip(*pts)
         ax.plot(xs, ys, label=name, lw=1.2)
     ax.set_xlabel(xkey)
     ax.set_ylabel(ylabel or key.replace("_", " "))
+    if logy:
+        ax.set_yscale("log")
     if series:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

@@ -36,9 +36,13 @@ def _state_bytes(optimizer: torch.optim.Optimizer | None, params: list[nn.Parame
     return total
 
 
-def layer_memory(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
-    """Trainable params, stored params, gradient bytes and optimizer-state bytes of one module (own params)."""
-    params = list(module.parameters(recurse=False))
+def layer_memory(module: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    """Trainable params, stored params, gradient bytes and optimizer-state bytes of one module (own params).
+
+    ``exclude`` leaves parameters out by attribute name (``("bias",)``: the weights alone, as in the paper's Γ).
+    """
+    params = [p for n, p in module.named_parameters(recurse=False) if n not in exclude]
     train = [p for p in params if p.requires_grad]
     buffers = list(module.buffers(recurse=False))
     stored = sum(p.numel() for p in params) + sum(b.numel() for b in buffers if b.is_floating_point())

@@ -18,11 +18,12 @@ Equations implemented (k = min(out, in), S the active set, |S| = r, G = dL/dW):
 * schedule         new S every T3 steps (per-iteration LR warm-up min(1, (t+1)/warmup_iter));
                    re-SVD  [U, sigma, Vh] <- SVD(U diag(sigma) Vh)  after every T2 = d/r iterations.
 
-Memory ("time sharing" of the singular vectors): the frozen factors live in buffers ``U_all`` / ``Vh_all``; only
-the active slices ``U_act`` (out x r), ``Vh_act`` (r x in) and ``sigma`` (k) are ``nn.Parameter`` s,
-so gradients and optimizer state exist for r(out+in)+k numbers per layer. A resample writes the
-active slices back, draws a new S and copies the new slices into the *same* Parameter objects, so
-the optimizer is never rebuilt; their optimizer state is zeroed (moments and step counter).
+Memory ("time sharing" of the singular vectors): the active slices ``U_act`` (out x r), ``Vh_act`` (r x in) and
+``sigma`` (k) are ``nn.Parameter`` s, the other k - r pairs frozen buffers ``U_rest`` / ``Vh_rest``, so every
+vector is stored once (k(out+in) + k numbers), and gradients and optimizer state exist for r(out+in)+k numbers
+per layer. The autograd function saves only the input and these tensors (no assembled copy of U or Vh). A
+resample draws a new S and copies the new slices into the *same* Parameter objects (the old ones join the
+rest), so the optimizer is never rebuilt; their optimizer state is zeroed (moments and step counter).
 
 The parametrisation is a self-contained module (:class:`SpectralLinear`, computing W x + b); a
 Lorentz linear layer (hyperbolic issue) reuses it by holding a ``SpectralLinear`` for its z = W x + b
@@ -113,61 +114,74 @@ def sample_indices(
     return torch.sort(idx.to(torch.long)).values
 
 
-def assemble(U_all: torch.Tensor, Vh_all: torch.Tensor, idx: torch.Tensor, U_act: torch.Tensor, Vh_act: torch.Tensor):
-    """Full factors with the active slices substituted: U (out, k), Vh (k, in)."""
-    U = U_all.index_copy(1, idx, U_act)  # (out, k)
-    Vh = Vh_all.index_copy(0, idx, Vh_act)  # (k, in)
+def assemble(U_rest: torch.Tensor, Vh_rest: torch.Tensor, rest_idx: torch.Tensor, U_act: torch.Tensor,
+             Vh_act: torch.Tensor, idx: torch.Tensor):
+    """Full factors U (out, k), Vh (k, in) from the active slices and the rest (a transient copy)."""
+    k = idx.numel() + rest_idx.numel()
+    U = U_act.new_empty(U_act.shape[0], k)
+    U[:, idx] = U_act
+    U[:, rest_idx] = U_rest
+    Vh = Vh_act.new_empty(k, Vh_act.shape[1])
+    Vh[idx] = Vh_act
+    Vh[rest_idx] = Vh_rest
     return U, Vh
+
+
+def _weight(sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx) -> torch.Tensor:
+    """W = U_S diag(sigma_S) Vh_S + U_R diag(sigma_R) Vh_R (out, in), never assembling U or Vh."""
+    return (U_act * sigma[idx]) @ Vh_act + (U_rest * sigma[rest_idx]) @ Vh_rest
 
 
 class _SpectralLinearFn(torch.autograd.Function):
     """y = x (U diag(sigma) Vh)^T with the SST gradients (enhanced by default).
 
-    Inputs with gradients: x, sigma (k), U_act (out, r), Vh_act (r, in). The frozen factors and
-    the index vector carry none. With ``enhanced=False`` the gradients are the exact ones
-    (checked by gradcheck); with ``enhanced=True`` the factor gradients are divided by sigma_S.
+    U and Vh are split into the active slices (``U_act`` (out, r), ``Vh_act`` (r, in), trained) and the rest
+    (``U_rest`` (out, k - r), ``Vh_rest`` (k - r, in), frozen buffers); ``idx`` / ``rest_idx`` say where each
+    column sits. Forward and backward work on the two parts and save only tensors that exist anyway (x and the
+    layer's own factors): no assembled copy of U or Vh lives from forward to backward. Inputs with gradients:
+    x, sigma (k), U_act, Vh_act. With ``enhanced=False`` the gradients are the exact ones (checked by gradcheck);
+    with ``enhanced=True`` the factor gradients are divided by sigma_S.
     """
 
     @staticmethod
-    def forward(ctx, x, sigma, U_act, Vh_act, U_all, Vh_all, idx, factored: bool, enhanced: bool):  # type: ignore[override]
-        U, Vh = assemble(U_all, Vh_all, idx, U_act, Vh_act)
+    def forward(ctx, x, sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx, factored: bool, enhanced: bool):  # type: ignore[override]
         if factored:
-            y = ((x @ Vh.T) * sigma) @ U.T  # (..., k) -> (..., out)
+            y = ((x @ Vh_act.T) * sigma[idx]) @ U_act.T + ((x @ Vh_rest.T) * sigma[rest_idx]) @ U_rest.T  # (..., out)
         else:
-            W = (U * sigma) @ Vh  # (out, in)
-            y = x @ W.T
-        ctx.save_for_backward(x, sigma, U, Vh, idx)
+            y = x @ _weight(sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx).T
+        ctx.save_for_backward(x, sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx)
         ctx.factored, ctx.enhanced = factored, enhanced
         return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        x, sigma, U, Vh, idx = ctx.saved_tensors
-        out_f, in_f = U.shape[0], Vh.shape[1]
+        x, sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx = ctx.saved_tensors
+        out_f, in_f = U_act.shape[0], Vh_act.shape[1]
         gy2 = gy.reshape(-1, out_f)  # (N, out)
         x2 = x.reshape(-1, in_f)  # (N, in)
-        gx = gs = gU = gV = None
-        U_S, Vh_S = U[:, idx], Vh[idx]  # (out, r), (r, in)
+        gx = gU = gV = None
+        gs = torch.empty_like(sigma)
+        sS, sR = sigma[idx], sigma[rest_idx]
         if ctx.factored:
-            a = gy2 @ U  # (N, k)  = u_i^T gy_n
-            b = x2 @ Vh.T  # (N, k)  = v_i^T x_n
+            aS, aR = gy2 @ U_act, gy2 @ U_rest  # (N, r), (N, k-r): u_i^T gy_n
+            bS, bR = x2 @ Vh_act.T, x2 @ Vh_rest.T  # v_i^T x_n
             if ctx.needs_input_grad[0]:
-                gx = ((a * sigma) @ Vh).reshape(x.shape)
-            gs = (a * b).sum(0)  # u_i^T G v_i
-            gU = gy2.T @ b[:, idx]  # G v_S   (out, r)
-            gV = a[:, idx].T @ x2  # u_S^T G (r, in)
+                gx = ((aS * sS) @ Vh_act + (aR * sR) @ Vh_rest).reshape(x.shape)
+            gs[idx], gs[rest_idx] = (aS * bS).sum(0), (aR * bR).sum(0)  # u_i^T G v_i
+            gU = gy2.T @ bS  # G v_S   (out, r)
+            gV = aS.T @ x2  # u_S^T G (r, in)
         else:
             G = gy2.T @ x2  # (out, in)
             if ctx.needs_input_grad[0]:
-                gx = (gy2 @ ((U * sigma) @ Vh)).reshape(x.shape)
-            gs = ((U.T @ G) * Vh).sum(1)
-            gU = G @ Vh_S.T
-            gV = U_S.T @ G
+                gx = (gy2 @ _weight(sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx)).reshape(x.shape)
+            gs[idx] = ((U_act.T @ G) * Vh_act).sum(1)
+            gs[rest_idx] = ((U_rest.T @ G) * Vh_rest).sum(1)
+            gU = G @ Vh_act.T
+            gV = U_act.T @ G
         if not ctx.enhanced:
-            sS = sigma[idx]
             gU = gU * sS
             gV = gV * sS[:, None]
-        return gx, gs, gU, gV, None, None, None, None, None
+        return gx, gs, gU, gV, None, None, None, None, None, None
 
 
 def spectral_linear(
@@ -175,16 +189,17 @@ def spectral_linear(
     sigma: torch.Tensor,
     U_act: torch.Tensor,
     Vh_act: torch.Tensor,
-    U_all: torch.Tensor,
-    Vh_all: torch.Tensor,
+    U_rest: torch.Tensor,
+    Vh_rest: torch.Tensor,
     idx: torch.Tensor,
+    rest_idx: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
     factored: bool = False,
     enhanced: bool = True,
 ) -> torch.Tensor:
     """Functional SST linear map (see :class:`_SpectralLinearFn`)."""
-    y = _SpectralLinearFn.apply(x, sigma, U_act, Vh_act, U_all, Vh_all, idx, factored, enhanced)
+    y = _SpectralLinearFn.apply(x, sigma, U_act, Vh_act, U_rest, Vh_rest, idx, rest_idx, factored, enhanced)
     return y if bias is None else y + bias
 
 
@@ -244,9 +259,11 @@ class SpectralLinear(nn.Module):
         U, s, Vh = torch.linalg.svd(weight.double(), full_matrices=False)
         U, s, Vh = U.to(weight.dtype), s.to(weight.dtype), Vh.to(weight.dtype)
         idx = torch.arange(rank, device=weight.device)  # replaced by the controller's first draw
-        self.register_buffer("U_all", U.clone())  # (out, k) frozen store
-        self.register_buffer("Vh_all", Vh.clone())  # (k, in) frozen store
-        self.register_buffer("active_idx", idx)  # (r,) long
+        rest = torch.arange(rank, self.k, device=weight.device)
+        self.register_buffer("active_idx", idx)  # (r,) long, sorted
+        self.register_buffer("rest_idx", rest)  # (k - r,) long, sorted: every other triplet
+        self.register_buffer("U_rest", U[:, rest].clone())  # (out, k - r) frozen store of the inactive vectors
+        self.register_buffer("Vh_rest", Vh[rest].clone())  # (k - r, in)
         self.sigma = nn.Parameter(s.clone())  # (k,)
         self.U_act = nn.Parameter(U[:, idx].clone())  # (out, r)
         self.Vh_act = nn.Parameter(Vh[idx].clone())  # (r, in)
@@ -271,15 +288,25 @@ class SpectralLinear(nn.Module):
 
     # --- views --------------------------------------------------------------------------------
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current (U, Vh) with the active slices substituted (no grad)."""
+        """Current (U, Vh): the active slices and the rest assembled (a detached copy)."""
         with torch.no_grad():
-            return assemble(self.U_all, self.Vh_all, self.active_idx, self.U_act, self.Vh_act)
+            return assemble(self.U_rest, self.Vh_rest, self.rest_idx, self.U_act, self.Vh_act, self.active_idx)
+
+    @property
+    def U_all(self) -> torch.Tensor:
+        """U (out, k) assembled (a detached copy; the layer stores only U_act and U_rest)."""
+        return self.factors()[0]
+
+    @property
+    def Vh_all(self) -> torch.Tensor:
+        """Vh (k, in) assembled (a detached copy)."""
+        return self.factors()[1]
 
     @property
     def weight(self) -> torch.Tensor:
         """The materialised W = U diag(sigma) Vh (out, in), detached."""
-        U, Vh = self.factors()
-        return (U * self.sigma.detach()) @ Vh
+        with torch.no_grad():
+            return _weight(self.sigma, self.U_act, self.Vh_act, self.U_rest, self.Vh_rest, self.active_idx, self.rest_idx)
 
     def _factored(self, n_tokens: int) -> bool:
         if self.forward_mode != "auto":
@@ -290,25 +317,33 @@ class SpectralLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_tokens = x.numel() // max(1, x.shape[-1])
         return spectral_linear(
-            x, self.sigma, self.U_act, self.Vh_act, self.U_all, self.Vh_all, self.active_idx, self.bias,
-            factored=self._factored(n_tokens), enhanced=self.enhanced_grad,
+            x, self.sigma, self.U_act, self.Vh_act, self.U_rest, self.Vh_rest, self.active_idx, self.rest_idx,
+            self.bias, factored=self._factored(n_tokens), enhanced=self.enhanced_grad,
         )
 
     # --- state changes (all under no_grad, in place: the Parameter objects never change) ---------
     @torch.no_grad()
+    def _split_(self, U: torch.Tensor, Vh: torch.Tensor, idx: torch.Tensor) -> None:
+        """Store full factors as active slices ``idx`` (into the same Parameters) and the rest (buffers)."""
+        idx = torch.sort(idx.to(self.active_idx.device, torch.long)).values
+        keep = torch.ones(self.k, dtype=torch.bool, device=idx.device)
+        keep[idx] = False
+        rest = torch.nonzero(keep).flatten()
+        self.active_idx.copy_(idx)
+        self.rest_idx.copy_(rest)
+        self.U_act.data.copy_(U[:, idx])
+        self.Vh_act.data.copy_(Vh[idx])
+        self.U_rest.copy_(U[:, rest])
+        self.Vh_rest.copy_(Vh[rest])
+
     def commit_(self) -> None:
-        """Write the active slices back into U_all / Vh_all."""
-        self.U_all.index_copy_(1, self.active_idx, self.U_act.data)
-        self.Vh_all.index_copy_(0, self.active_idx, self.Vh_act.data)
+        """Nothing to write back: the active slices live only in ``U_act`` / ``Vh_act``."""
 
     @torch.no_grad()
     def activate_(self, idx: torch.Tensor) -> None:
-        """Commit, then make ``idx`` the active set (copied into the same Parameters)."""
-        self.commit_()
-        idx = idx.to(self.active_idx.device, torch.long)
-        self.active_idx.copy_(idx)
-        self.U_act.data.copy_(self.U_all[:, idx])
-        self.Vh_act.data.copy_(self.Vh_all[idx])
+        """Make ``idx`` the active set (copied into the same Parameters); the old active slices join the rest."""
+        U, Vh = self.factors()
+        self._split_(U, Vh, idx)
 
     @torch.no_grad()
     def clamp_normalize_(self, *, normalize: bool = True, absorb_norm: bool = False) -> None:
@@ -325,14 +360,10 @@ class SpectralLinear(nn.Module):
     @torch.no_grad()
     def resvd_(self) -> None:
         """Re-orthonormalise: [U, sigma, Vh] <- SVD(U diag(sigma) Vh); W is unchanged."""
-        self.commit_()
-        U, s, Vh = resvd(self.U_all, self.sigma.data, self.Vh_all)
-        self.U_all.copy_(U)
-        self.Vh_all.copy_(Vh)
+        U0, Vh0 = self.factors()
+        U, s, Vh = resvd(U0, self.sigma.data, Vh0)
         self.sigma.data.copy_(s)
-        idx = self.active_idx
-        self.U_act.data.copy_(U[:, idx])
-        self.Vh_act.data.copy_(Vh[idx])
+        self._split_(U, Vh, self.active_idx.clone())
 
     @torch.no_grad()
     def prune_singular_(self, ratio: float) -> SpectralLinear:
