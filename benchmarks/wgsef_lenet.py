@@ -80,7 +80,7 @@ def sweep_part(threads: int) -> dict:
     data = load_classification("digits", seed=0)
     steps = cfg.epochs * math.ceil(int(data.x_train.shape[0]) / cfg.batch_size)
     example = data.x_test[:64]
-    grids = {"exact": [0.25 / cfg.lr, 0.5 / cfg.lr, 0.9 / cfg.lr], "envelope": [5e-4, 5e-3, 5e-2, 0.2]}
+    grids = {"exact": [0.25 / cfg.lr, 0.5 / cfg.lr, 0.9 / cfg.lr], "envelope": [5e-4, 5e-2, 0.2, 1.0, 4.0]}
     rows = []
     for target in (0.25, 0.5, 0.75):
         for objective, lams in grids.items():
