@@ -53,7 +53,8 @@ class SparseyRecipeConfig(RecipeConfig):
         per_class_curve: items-per-class values for the accuracy curve (empty = skip).
         probe_items / probe_active: patterns of the new-user recall check and their on-pixels.
         capacity_counts / capacity_frames / capacity_seeds: the sequence capacity curve.
-        video_*: moving-shapes sizes, frame-folder input and its test noise.
+        video_*: moving-shapes sizes, frame-folder input, its test noise, and the video model's Q and K
+            per level (more cells than the generic default: 80 sequences of 8 frames overflow 8x8 macs).
         n_pairs: random test pairs of the overlap scatter.
     """
 
@@ -64,8 +65,8 @@ class SparseyRecipeConfig(RecipeConfig):
     limits: ClassVar[dict[str, Any]] = {
         **dict.fromkeys(("train_per_class", "test_per_class", "grid", "window", "Q", "top_Q", "per_class_curve",
                          "probe_active", "capacity_counts", "capacity_frames", "capacity_seeds", "n_pairs",
-                         "video_train_per_class", "video_test_per_class"), (1, None)),
-        **dict.fromkeys(("K", "probe_items", "video_frames"), (2, None)),
+                         "video_train_per_class", "video_test_per_class", "video_Q"), (1, None)),
+        **dict.fromkeys(("K", "probe_items", "video_frames", "video_K"), (2, None)),
         **dict.fromkeys(("max_test", "top_K"), (0, None)),
         **dict.fromkeys(("video_noise", "inflection"), (0.0, 1.0)),
         **dict.fromkeys(("freeze_threshold", "top_freeze"), (1e-9, 1.0)),
@@ -103,6 +104,8 @@ class SparseyRecipeConfig(RecipeConfig):
     video_test_per_class: int = 10
     video_frames: int = 8
     video_noise: float = 0.4
+    video_Q: tuple[int, ...] = (8, 8)
+    video_K: tuple[int, ...] = (16, 64)
     n_pairs: int = 300
 
     def __post_init__(self) -> None:
@@ -218,7 +221,8 @@ def _videos_stage(cfg: SparseyRecipeConfig, run: Run) -> dict[str, Any]:
             cfg.video_dir, size=tuple(cfg.video_size), noise=cfg.video_noise, seed=cfg.seed
         )
     H, W = cfg.video_size
-    net = Sparsey(SparseyConfig(input_shape=(H, W), grids=(4, 1), windows=(min(7, H, W), 0), seed=cfg.seed))
+    net = Sparsey(SparseyConfig(input_shape=(H, W), grids=(4, 1), windows=(min(7, H, W), 0), Q=cfg.video_Q, K=cfg.video_K,
+                                seed=cfg.seed))  # fmt: skip
     r = E.sequence_classification(net, train, ytr, test, yte)
     run.save_table("sequence_results", [{"method": f"sparsey last-frame codes + {k}", "test_acc": v} for k, v in r["acc"].items()],
                    caption=f"{cfg.video_data}: {len(train)} training sequences, {len(test)} test")  # fmt: skip
