@@ -104,10 +104,14 @@ def test_recipe_decorator_rejects_a_goal_that_does_not_parse():
 
 def test_curve_scale_log_for_perplexity_and_first_eval_off_scale():
     ppl = {"full": ([0, 50, 100], [256.0, 12.0, 9.0]), "sst": ([0, 50, 100], [256.0, 14.0, 10.0])}
-    assert curve_scale("val_ppl", ppl)["log"] is True
+    sc = curve_scale("val_ppl", ppl)
+    assert sc["log"] is True and 8 < sc["ylim"][0] < 9 and 14 < sc["ylim"][1] < 16  # step 0 is off-scale
+    assert "first evaluation off-scale: 256" in sc["note"]
+    slow = {"full": ([0, 50, 100], [256.0, 150.0, 60.0])}  # the later values span most of the log range
+    assert curve_scale("val_ppl", slow) == {"log": True, "ylim": None, "note": "log scale"}
     acc = {"a": ([0, 1, 2, 3], [100.0, 5.0, 5.5, 6.0])}  # not a perplexity: fit the range to later evals
     sc = curve_scale("score", acc)
-    assert sc["log"] is False and sc["ylim"][0] > 4 and sc["ylim"][1] < 7
+    assert sc["log"] is False and sc["ylim"][0] > 4 and sc["ylim"][1] < 7 and "off-scale: 100" in sc["note"]
     flat = {"a": ([0, 1, 2], [0.1, 0.5, 0.9])}
     assert curve_scale("test_acc", flat) == {"log": False, "ylim": None, "note": ""}
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -79,7 +80,7 @@ def config_limits(config_cls: type[RecipeConfig]) -> dict[str, tuple[float | Non
         hints = {}
     for f in fields(config_cls):
         tp = hints.get(f.name)
-        is_int = _has_int(tp) if tp is not None else "int" in str(f.type)
+        is_int = _has_int(tp) if tp is not None else re.search(r"\bint\b", str(f.type)) is not None
         rng: Any = default_limit(f.name) if is_int else None  # the defaults are for integer fields
         if f.name in own:
             spec = own[f.name]

@@ -144,24 +144,33 @@ def _is_num(v: Any) -> bool:
 def curve_scale(key: str, series: dict[str, tuple[list[float], list[float]]]) -> dict[str, Any]:
     """How to scale one metric's panel: ``{"log": bool, "ylim": (lo, hi) | None, "note": str}``.
 
-    Perplexity- and loss-like metrics that span more than 3x are drawn on a log scale. Any other
-    metric whose first evaluation is far from the rest (an untrained model's value) has its
-    y-range fitted to the later evaluations, so the curves that matter are not a flat line.
+    Perplexity- and loss-like metrics that span more than 3x are drawn on a log scale. When the
+    first evaluation of each series (an untrained model's value) is still far from the rest on
+    that scale (the later values span less than half the range), the y-range is fitted to the
+    later evaluations, so the curves that matter are not a flat line.
     """
     ys = [y for _, vs in series.values() for y in vs]
     if not ys:
         return {"log": False, "ylim": None, "note": ""}
     lo, hi = min(ys), max(ys)
     low = key.lower()
-    if any(t in low for t in _LOGGY) and lo > 0 and hi / lo > 3:
-        return {"log": True, "ylim": None, "note": "log scale"}
+    log = any(t in low for t in _LOGGY) and lo > 0 and hi / lo > 3
+    tf = math.log if log else (lambda v: v)
+    notes = ["log scale"] if log else []
     rest = [y for _, vs in series.values() for y in vs[1:]]
+    ylim = None
     if len(rest) >= 2 and hi > lo:
         rlo, rhi = min(rest), max(rest)
-        if (rhi - rlo) < 0.25 * (hi - lo):
-            pad = 0.08 * max(rhi - rlo, 1e-12 + 1e-6 * abs(rhi))
-            return {"log": False, "ylim": (rlo - pad, rhi + pad), "note": "first evaluation off-scale"}
-    return {"log": False, "ylim": None, "note": ""}
+        if tf(rhi) - tf(rlo) < 0.5 * (tf(hi) - tf(lo)) and (rlo > lo or rhi < hi):
+            if log:
+                pad = math.exp(0.08 * max(math.log(rhi / rlo), 1e-3))
+                ylim = (rlo / pad, rhi * pad)
+            else:
+                pad = 0.08 * max(rhi - rlo, 1e-12 + 1e-6 * abs(rhi))
+                ylim = (rlo - pad, rhi + pad)
+            first = [vs[0] for _, vs in series.values() if vs]
+            notes.append(f"first evaluation off-scale: {_fmt(max(first, key=lambda v: abs(tf(v) - tf(rhi))))}")
+    return {"log": log, "ylim": ylim, "note": "; ".join(notes)}
 
 
 def curves_png(rows: list[dict[str, Any]], *, max_panels: int = 9) -> bytes | None:
@@ -204,6 +213,8 @@ def curves_png(rows: list[dict[str, Any]], *, max_panels: int = 9) -> bytes | No
         for s, (xs, ys) in sorted(by.items()):
             ax.plot(xs, ys, color=color[s], lw=1.2, marker="o" if len(xs) == 1 else None, ms=3, label=s or key)
         sc = curve_scale(key, by)
+        if sc["ylim"] is not None:
+            ax.set_ylim(*sc["ylim"])
         if sc["log"]:
             from matplotlib.ticker import FuncFormatter
 
@@ -212,8 +223,6 @@ def curves_png(rows: list[dict[str, Any]], *, max_panels: int = 9) -> bytes | No
             ax.yaxis.set_minor_formatter(FuncFormatter(  # label the 2s and 5s of each decade only
                 lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
             ax.tick_params(axis="y", which="minor", labelsize=6)
-        elif sc["ylim"] is not None:
-            ax.set_ylim(*sc["ylim"])
         ax.set_title(key + (f"  ({sc['note']})" if sc["note"] else ""), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
@@ -246,19 +255,22 @@ def curves_png(rows: list[dict[str, Any]], *, max_panels: int = 9) -> bytes | No
 def recipe_card(run_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe's claim, headline keys, reference numbers and goal result for a run directory.
 
-    Read from ``recipe.json`` (written by :func:`~sparseforge.recipes.run_recipe`); for an older
-    run, from the registry; else generic fallbacks (the first summary keys, no goal).
+    From the registered recipe's declaration when it is registered, else from ``recipe.json``
+    (written by :func:`~sparseforge.recipes.run_recipe`), else generic fallbacks (the first
+    summary keys, no goal).
     """
-    card = _read_json(run_dir / "recipe.json", {})
+    saved = _read_json(run_dir / "recipe.json", {})
     config = _read_json(run_dir / "config.json", {})
-    name = config.get("recipe") or card.get("name") or run_dir.name
-    if not card:
-        try:
-            from ..registry import RECIPES
+    name = config.get("recipe") or saved.get("name") or run_dir.name
+    card: dict[str, Any] = {}
+    try:  # the registered recipe's current declaration (the goal re-checked on this summary)
+        from ..registry import RECIPES
 
+        if str(name) in RECIPES:
             card = RECIPES.get(str(name)).card(summary if summary else None)
-        except Exception:  # noqa: BLE001 - an unregistered recipe still gets a report
-            card = {}
+    except Exception:  # noqa: BLE001 - a recipe module that fails to import still gets a report
+        card = {}
+    card = card or saved
     card.setdefault("name", name)
     card.setdefault("claim", card.get("help", ""))
     card.setdefault("headline", [])
