@@ -69,8 +69,11 @@ class SpectralConv(nn.Module):
         X = torch.fft.rfftn(x, dim=dims)  # (B, C_in, G_1, ..., G_d // 2 + 1)
         idx = self._index()
         Xk = X[(slice(None), slice(None), *idx)]  # (B, C_in, k_1, ..., k_d)
-        W = torch.view_as_complex(self.weight)
-        Yk = torch.einsum("bi...,io...->bo...", Xk, W)
+        W = torch.view_as_complex(self.weight)  # (C_in, C_out, k_1, ..., k_d)
+        B, kshape = Xk.shape[0], Xk.shape[2:]
+        xm = Xk.flatten(2).permute(2, 0, 1)  # (K, B, C_in)
+        wm = W.flatten(2).permute(2, 0, 1)  # (K, C_in, C_out)
+        Yk = torch.bmm(xm, wm).permute(1, 2, 0).reshape(B, self.out_channels, *kshape)  # one matmul per mode
         Y = X.new_zeros((x.shape[0], self.out_channels, *X.shape[2:]))
         Y[(slice(None), slice(None), *idx)] = Yk
         return torch.fft.irfftn(Y, s=self.grid_shape, dim=dims)
