@@ -9,6 +9,8 @@ from .latent import FNO, LinearAttentionLatent, SpectralConv
 from .rollout import (
     DecoderBatches,
     chamfer_distance,
+    compare_rollouts,
+    constant_velocity,
     decoder_loss,
     dense_rollout,
     exponential_lr,
@@ -39,6 +41,8 @@ __all__ = [
     "SplatDecoder",
     "build_decoder",
     "chamfer_distance",
+    "compare_rollouts",
+    "constant_velocity",
     "decoder_loss",
     "dense_rollout",
     "exponential_lr",

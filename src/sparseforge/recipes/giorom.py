@@ -61,16 +61,11 @@ from ..operators import (
     GNSConfig,
     ParticleStats,
     build_decoder,
-    chamfer_distance,
+    compare_rollouts,
     decoder_loss,
-    dense_rollout,
     exponential_lr,
     n_params,
     one_step_mse,
-    relative_l2,
-    rollout,
-    rollout_mse,
-    step_times,
     stepper_loss,
 )
 from ..physics.mpm import MATERIALS, MPMConfig
@@ -203,42 +198,6 @@ def train_decoder(cfg: GIOROMRecipeConfig, run: Run, splits: ParticleSplits, idx
     return {"state": dec.state_dict(), "train_cpu_s": time.process_time() - t0}
 
 
-def evaluate(cfg: GIOROMRecipeConfig, splits: ParticleSplits, idx: list[torch.Tensor], gio: GIOROM, gns: GNS,
-             dec: torch.nn.Module) -> dict[str, Any]:
-    W = cfg.window
-    rows, keep = [], {}
-    for k, traj in enumerate(splits.test):
-        x, typ, si = traj.position, traj.particle_type, idx[k]
-        sp, dense = dense_rollout(gio, dec, x, si, typ)
-        full = rollout(gns, x[:W + 1], typ, x.shape[0] - W - 1)
-        const = torch.cat([x[:W + 1], x[W] + (x[W] - x[W - 1]) * torch.arange(1, x.shape[0] - W)[:, None, None]])
-        plan = dec.prepare(x[0, si], x[0])
-        with torch.no_grad():
-            recon = dec(plan, x[:, si])
-        rows.append({
-            "trajectory": k,
-            "rollout_mse/giorom": rollout_mse(dense, x, skip=W + 1),
-            "rollout_mse/giorom_sparse": rollout_mse(sp, x[:, si], skip=W + 1),
-            "rollout_mse/gns": rollout_mse(full, x, skip=W + 1),
-            "rollout_mse/const_vel": rollout_mse(const, x, skip=W + 1),
-            "one_step_mse/giorom": one_step_mse(gio, [x[:, si]], [typ[si]], max_frames=20),
-            "one_step_mse/gns": one_step_mse(gns, [x], [typ], max_frames=20),
-            "chamfer/giorom": sum(chamfer_distance(dense[t], x[t]) for t in range(W + 1, x.shape[0])) / (x.shape[0] - W - 1),
-            "chamfer/gns": sum(chamfer_distance(full[t], x[t]) for t in range(W + 1, x.shape[0])) / (x.shape[0] - W - 1),
-            "rel_l2/giorom": relative_l2(dense[W + 1:], x[W + 1:]),
-            "rel_l2/gns": relative_l2(full[W + 1:], x[W + 1:]),
-            "rel_l2/decoder_only": relative_l2(recon, x),
-        })
-        if k == 0:
-            keep = {"truth": x, "giorom": dense, "gns": full, "sparse_index": si}
-    x, typ, si = splits.test[0].position, splits.test[0].particle_type, idx[0]
-    win = x[:W + 1].transpose(0, 1)
-    plan = dec.prepare(x[0, si], x[0])
-    tg = step_times(gio, win[si], typ[si], decoder=dec, plan=plan, repeats=cfg.timing_repeats)
-    tn = step_times(gns, win, typ, repeats=cfg.timing_repeats)
-    return {"rows": rows, "keep": keep, "timing": {"giorom": tg, "gns": tn}}
-
-
 def render(run: Run, keep: dict[str, torch.Tensor], bounds: list[list[float]], W: int) -> None:
     import matplotlib.pyplot as plt
 
@@ -311,7 +270,8 @@ def run(cfg: GIOROMRecipeConfig, run: Run) -> dict[str, Any]:
     gns.load_state_dict(res_n["state"])
     dec = build_decoder(cfg.decoder, splits.metadata["bounds"])
     dec.load_state_dict(res_d["state"])
-    ev = run.cached("evaluate", lambda: evaluate(cfg, splits, idx_te, gio, gns, dec))
+    ev = run.cached("evaluate", lambda: compare_rollouts(gio, gns, dec, splits.test, idx_te,
+                                                         timing_repeats=cfg.timing_repeats))
     rows = ev["rows"]
     summary: dict[str, Any] = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "trajectory"}
     tg, tn = ev["timing"]["giorom"], ev["timing"]["gns"]
@@ -336,4 +296,4 @@ def run(cfg: GIOROMRecipeConfig, run: Run) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["GIOROMRecipeConfig", "build_models", "evaluate", "load_data", "run", "train_decoder", "train_stepper"]
+__all__ = ["GIOROMRecipeConfig", "build_models", "load_data", "run", "train_decoder", "train_stepper"]
