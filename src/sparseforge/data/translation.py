@@ -334,6 +334,10 @@ class ParallelBatches:
         n = len(self)
         return [out[(r * self.world_size + self.rank) % len(out)] for r in range(n)]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (``engine.fit`` calls it, so a resume replays the same batches)."""
+        self.epoch = int(epoch)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b in self.batches(self.epoch):
             yield pad_sequences([self.src[i] for i in b], self.pad_id), pad_sequences([self.tgt[i] for i in b], self.pad_id)

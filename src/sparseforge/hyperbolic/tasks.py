@@ -5,7 +5,8 @@ Networks", arXiv:2405.15481 — SST vs full rank, LoRA and ReLoRA* on HyboNet (C
 arXiv:2105.14686) and on Euclidean GCNs / Transformers. Every procedure trains through
 :func:`sparseforge.engine.fit`; state that must survive a resume (SST / ReLoRA controllers, the
 negative sampler's generator, the best-validation tracker) lives in :class:`~sparseforge.engine.Callback`
-objects with ``state_dict`` / ``load_state_dict``.
+objects with ``state_dict`` / ``load_state_dict``, so every fit declares itself resumable mid-stage
+(``stateful=()``: inside a ``Run.cached`` stage it checkpoints periodically).
 
 * :func:`setup_method` — ``spectral.convert`` -> ``spectral.build_optimizer`` -> ``spectral.attach``
   for ``full``, ``lora``, ``relora_star`` (the paper's ReLoRA*: full optimizer-state reset),
@@ -209,7 +210,7 @@ def train_nc(model: nn.Module, data: NCData, optimizer: torch.optim.Optimizer, *
 
     best = BestValCallback(eval_fn, key="val_f1", every=eval_every, patience=patience)
     state = fit(model, [0], optimizer, step_fn=step, epochs=epochs, callbacks=[*callbacks, best], run=run,
-                series=series, grad_clip=grad_clip, device=device, desc=series or "nc")
+                series=series, grad_clip=grad_clip, device=device, desc=series or "nc", stateful=())
     return {**best.best, "best_epoch": best.best_epoch, "epochs_run": state.epoch, "final_loss": state.loss}
 
 
@@ -289,7 +290,7 @@ def train_lp(model: nn.Module, data: LPData, optimizer: torch.optim.Optimizer, *
 
     best = BestValCallback(eval_fn, key="val_roc_auc", every=eval_every, patience=patience)
     state = fit(model, [0], optimizer, step_fn=step, epochs=epochs, callbacks=[*callbacks, sampler, best], run=run,
-                series=series, grad_clip=grad_clip, device=device, desc=series or "lp")
+                series=series, grad_clip=grad_clip, device=device, desc=series or "lp", stateful=())
     return {**best.best, "best_epoch": best.best_epoch, "epochs_run": state.epoch, "final_loss": state.loss}
 
 
@@ -337,7 +338,7 @@ def train_translation(model: nn.Module, batches: Any, optimizer: torch.optim.Opt
     if eval_fn is not None and eval_every > 0:
         cbs.append(EvalCallback(eval_fn, every=eval_every, unit="step"))
     return fit(model, batches, optimizer, step_fn=step, steps=steps, scheduler=sched, callbacks=cbs, run=run,
-               series=series, grad_clip=grad_clip, device=device, desc=series or "mt")
+               series=series, grad_clip=grad_clip, device=device, desc=series or "mt", stateful=())
 
 
 @torch.no_grad()
