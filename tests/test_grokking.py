@@ -96,10 +96,10 @@ def test_recipe_smoke(tmp_path):
 
     path, _ = run_recipe("grokking-tickets", preset="smoke", out=tmp_path)
     s = json.loads((path / "summary.json").read_text())  # flat keys
-    for key in ("t_gen/dense", "t_gen/ticket", "t_mem/dense", "speedup_ticket_vs_dense", "norm_ratio_l2",
+    for key in ("t_gen/dense", "t_gen/ticket", "t_mem/dense", "speedup_ticket_vs_dense", "norm_ratio/dense_l2",
                 "final_test_acc/dense", "split_hash", "ticket_source_step"):
         assert key in s, key
-    assert 0 < s["norm_ratio_l2"] < 1
+    assert 0 < s["norm_ratio/dense_l2"] < 1
     assert "t_gen/synflow" in s and "t_gen/sweep_k0.3" in s
     assert (path / "figures" / "t_gen_per_variant.png").exists()
     assert (path / "figures" / "t_gen_vs_rate.png").exists()

@@ -60,8 +60,9 @@ class GrokTracker(Callback):
         loss_fn: ``loss_fn(logits, y)`` for the logged train loss.
         checkpoint_every: keep a snapshot every this many steps (None: none but the final one).
         transition_acc: also snapshot at the first evaluation with test accuracy >= this (key ``"transition"``).
-        stop_after: ``"t_gen"`` stops at t_gen, ``"post_gen"`` at the first snapshot at or after t_gen +
-            ``margin``, None never.
+        stop_after: ``"t_gen"`` stops at the first evaluation with test accuracy >= ``stop_P``,
+            ``"post_gen"`` at the first snapshot at or after that step + ``margin``, None never.
+        stop_P: the stopping threshold (default ``P``; e.g. 0.99 to stop at t_gen@99).
         run / series: where evaluations are logged.
 
     :meth:`result` gives the :class:`~sparseforge.pruning.TrainResult` a lottery procedure consumes:
@@ -73,8 +74,10 @@ class GrokTracker(Callback):
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  checkpoint_every: int | None = None, transition_acc: float | None = None,
                  stop_after: str | None = None, run: Run | None = None, series: str | None = None,
-                 margin: int = 0) -> None:
+                 margin: int = 0, stop_P: float | None = None) -> None:
         self.margin = margin
+        self.stop_P = P if stop_P is None else stop_P
+        self.t_stop: int | None = None
         self.xtr, self.ytr, self.xte, self.yte = data
         self.xall, self.n_train = torch.cat([self.xtr, self.xte]), len(self.xtr)
         self.names, self.every, self.P, self.loss_fn = names, every, P, loss_fn
@@ -112,6 +115,8 @@ class GrokTracker(Callback):
             self.steps["transition"] = state.step
         if self.t_gen is None and row["test_acc"] >= self.P:
             self.t_gen = state.step
+        if self.t_stop is None and row["test_acc"] >= self.stop_P:
+            self.t_stop = state.step
             if self.stop_after == "t_gen":
                 state.stop = True
 
@@ -126,7 +131,7 @@ class GrokTracker(Callback):
             self._eval(state)
         if self.checkpoint_every and state.step % self.checkpoint_every == 0:
             self.snapshots[state.step] = snapshot(state.raw_model)
-            if self.stop_after == "post_gen" and self.t_gen is not None and state.step >= self.t_gen + self.margin:
+            if self.stop_after == "post_gen" and self.t_stop is not None and state.step >= self.t_stop + self.margin:
                 state.stop = True
 
     def on_fit_end(self, state: FitState) -> None:
@@ -140,11 +145,12 @@ class GrokTracker(Callback):
                            extra={"t_gen": self.t_gen, **{f"{k}_step": v for k, v in self.steps.items()}})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "snapshots": self.snapshots, "steps": self.steps, "t_gen": self.t_gen}
+        return {"history": self.history, "snapshots": self.snapshots, "steps": self.steps, "t_gen": self.t_gen,
+                "t_stop": self.t_stop}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.history, self.snapshots = list(sd["history"]), dict(sd["snapshots"])
-        self.steps, self.t_gen = dict(sd["steps"]), sd["t_gen"]
+        self.steps, self.t_gen, self.t_stop = dict(sd["steps"]), sd["t_gen"], sd.get("t_stop")
 
 
 def first_snapshot_at_or_after(result: TrainResult, step: int | None) -> int | str:
@@ -157,4 +163,87 @@ def first_snapshot_at_or_after(result: TrainResult, step: int | None) -> int | s
     return "final"
 
 
-__all__ += ["first_snapshot_at_or_after"]
+def median_steps(vals: list[Any]) -> float | None:
+    """Median over seeds; None (did not generalise) counts as +inf, so a median of None is None."""
+    import math
+    import statistics
+
+    xs = sorted(math.inf if v is None else float(v) for v in vals)
+    if not xs:
+        return None
+    m = statistics.median(xs)
+    return None if math.isinf(m) else m
+
+
+def accuracy_curves_figure(histories: dict[str, list[dict[str, Any]]], *, threshold: float, title: str = "",
+                           linthresh: int = 10) -> Any:
+    """Train (dashed) and test (solid) accuracy against the step (symlog x), one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    cmap = plt.get_cmap("tab20")
+    for i, (v, h) in enumerate(histories.items()):
+        st = [r["step"] for r in h]
+        ax.plot(st, [r["test_acc"] for r in h], color=cmap(i % 20), label=f"{v}")
+        ax.plot(st, [r["train_acc"] for r in h], color=cmap(i % 20), ls="--", lw=0.8)
+    ax.axhline(threshold, color="gray", lw=0.6, ls=":")
+    ax.set_xscale("symlog", linthresh=max(linthresh, 10))
+    ax.set_xlim(left=0)
+    ax.set(xlabel="step", ylabel="accuracy (solid test, dashed train)", title=title)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def t_gen_figure(per_variant: dict[str, list[int | None]], caps: dict[str, int], *, threshold: float) -> Any:
+    """Median t_gen per variant (bars), every seed as a dot; a variant that never reached the threshold within its
+    budget is a hatched bar at that budget, labelled "not reached (cap N)"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_variant)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.75 * len(names) + 1.5), 4))
+    for i, v in enumerate(names):
+        med = median_steps(per_variant[v])
+        cap = caps.get(v, 0)
+        ax.bar(i, med if med is not None else cap, color="C0" if med is not None else "white", edgecolor="C0",
+               hatch=None if med is not None else "//")
+        if med is None:
+            ax.text(i, cap, f"not reached\n(cap {cap})", ha="center", va="bottom", fontsize=6)
+        for t in per_variant[v]:
+            ax.plot(i, t if t is not None else cap, "k.", ms=4)
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax.set(ylabel=f"t_gen (test acc >= {threshold:g})", title="steps to generalise (median; dots = seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def rate_figure(rates: list[float], t_gen: list[float | None], t_mem: list[float | None], *, dense_t_gen: float | None,
+                cap: int) -> Any:
+    """Median t_gen and t_mem of tickets against the pruning rate k (log y), misses marked at the cap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.8, 4))
+    for c, (vals, lab, mk) in enumerate(((t_gen, "t_gen", "o-"), (t_mem, "t_mem", "s--"))):
+        xs = [r for r, v in zip(rates, vals) if v is not None]
+        ax.plot(xs, [v for v in vals if v is not None], mk, color=f"C{c}", label=lab)
+        miss = [r for r, v in zip(rates, vals) if v is None]
+        if miss:
+            ax.plot(miss, [cap * (1.0 + 0.08 * c)] * len(miss), "x", color=f"C{c}", label=f"{lab} not reached")
+    if dense_t_gen is not None:
+        ax.axhline(dense_t_gen, color="gray", ls=":", label="dense t_gen")
+    ax.set(xlabel="pruning rate k", ylabel="step", yscale="log", title="grokking speed vs pruning rate")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["accuracy_curves_figure", "first_snapshot_at_or_after", "median_steps", "rate_figure", "t_gen_figure"]

@@ -209,14 +209,17 @@ def _synflow_input(model: nn.Module, batch: Any, input_shape: tuple[int, ...] | 
 
 
 def synflow(model: nn.Module, params: dict[str, nn.Parameter], *, batch: Any = None,
-            input_shape: tuple[int, ...] | None = None, **_: Any) -> dict[str, torch.Tensor]:
+            input_shape: tuple[int, ...] | None = None, input: str = "ones", **_: Any) -> dict[str, torch.Tensor]:
     """One round of SynFlow: S = (dR/d|theta|) * |theta|, R = sum f(1; |theta|), in float64.
 
-    Data-free: ``batch`` (if given) only supplies the input shape. The scores are computed on a
-    float64 copy whose every parameter (biases and BatchNorm affine included) is replaced by its
-    absolute value, in eval mode (BatchNorm uses running statistics). The model is not modified.
-    Pruned (zeroed) weights score 0, so masks applied to the model propagate to the scores.
+    Data-free by default: ``batch`` (if given) only supplies the input shape. ``input="batch"`` scores on the
+    real inputs of ``batch`` instead of the all-ones one (what the grokking-tickets repository runs, one round).
+    The scores are computed on a float64 copy whose every parameter (biases and BatchNorm affine included) is
+    replaced by its absolute value, in eval mode (BatchNorm uses running statistics). The model is not
+    modified. Pruned (zeroed) weights score 0, so masks applied to the model propagate to the scores.
     """
+    if input not in ("ones", "batch"):
+        raise UserError(f"SynFlow input must be 'ones' or 'batch', got {input!r}")
     names = list(params)
     m = copy.deepcopy(model).double().eval()
     mp = dict(m.named_parameters())
@@ -228,7 +231,11 @@ def synflow(model: nn.Module, params: dict[str, nn.Parameter], *, batch: Any = N
             p.abs_()  # linearise: |theta| everywhere (signs live on in the original model)
             p.requires_grad_(False)
     cp = {n: mp[n].requires_grad_(True) for n in names}
-    fwd, ones = _synflow_input(m, batch, input_shape)
+    if input == "batch":
+        x = _split(batch)[0]
+        fwd, ones = m, (x.double() if torch.is_floating_point(x) else x)
+    else:
+        fwd, ones = _synflow_input(m, batch, input_shape)
     out = fwd(ones.to(next(iter(cp.values())).device))
     R = out.sum()
     grads = torch.autograd.grad(R, [cp[n] for n in names], allow_unused=True)
@@ -259,9 +266,11 @@ class GraspOptions:
 
 @dataclass(frozen=True)
 class SynflowOptions:
-    """Options of ``synflow``: the number of prune ``rounds`` of its exponential schedule (Tanaka et al.: 100)."""
+    """Options of ``synflow``: the prune ``rounds`` of its exponential schedule (Tanaka et al.: 100) and the
+    ``input`` it scores on (``"ones"``: data-free, the paper's; ``"batch"``: the real inputs)."""
 
     rounds: int = 100
+    input: str = "ones"
 
 
 _SKIP_ARGS = ("model", "params", "batch", "loss_fn")

@@ -1,0 +1,45 @@
+"""Run recipe configurations in parallel processes (one thread each) and collect their summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_recipes(jobs: list[tuple[str, str, list[str]]], *, processes: int = 2, preset: str = "paper",
+                timeout: float = 4 * 3600) -> dict[str, dict]:
+    """``jobs``: (tag, recipe, ["key=value", ...]); returns ``{tag: summary}`` (``{"error": ...}`` on failure)."""
+    out: dict[str, dict] = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SPARSEFORGE_NO_PROGRESS="1", CI="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = list(jobs)
+        running: list[tuple[str, subprocess.Popen, Path, float]] = []
+        while pending or running:
+            while pending and len(running) < processes:
+                tag, name, sets = pending.pop(0)
+                d = Path(tmp) / tag
+                cmd = [sys.executable, "-m", "sparseforge.cli", "run", name, "--preset", preset, "--out", str(d)]
+                for kv in [*sets, "threads=1"]:
+                    cmd += ["--set", kv]
+                running.append((tag, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                                      stderr=subprocess.PIPE, text=True), d, time.perf_counter()))
+            time.sleep(1.0)
+            for item in list(running):
+                tag, proc, d, t0 = item
+                if proc.poll() is None and time.perf_counter() - t0 < timeout:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                err = proc.stderr.read() if proc.stderr else ""
+                running.remove(item)
+                try:
+                    out[tag] = json.loads((d / "summary.json").read_text())
+                    out[tag]["wall_s"] = round(time.perf_counter() - t0, 1)
+                except (OSError, json.JSONDecodeError):
+                    out[tag] = {"error": (err.strip().splitlines() or ["no summary"])[-1]}
+    return out
