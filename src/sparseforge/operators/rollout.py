@@ -262,14 +262,16 @@ def constant_velocity(full: Tensor, window: int) -> Tensor:
 @torch.no_grad()
 def compare_rollouts(reduced: ParticleSimulator, full_model: ParticleSimulator, decoder: DenseDecoder,
                      trajectories: Sequence[Trajectory], sparse_index: Sequence[Tensor], *,
-                     names: tuple[str, str] = ("giorom", "gns"), timing_repeats: int = 5) -> dict[str, Any]:
+                     names: tuple[str, str] = ("giorom", "gns"), timing_repeats: int = 5,
+                     extra: dict[str, tuple[ParticleSimulator, DenseDecoder]] | None = None) -> dict[str, Any]:
     """Test a reduced-order stepper (+ decoder) against a full-cloud stepper on whole trajectories.
 
     Per trajectory: rollout MSE over every frame after the W + 1 seed frames (the reduced model's
     decoded full cloud and its sparse points; the full model; constant velocity), teacher-forced
     one-step MSE, Chamfer distance and relative L2 of the full clouds, and the decoder's own
-    relative L2 from the true sparse frames. Timing (first trajectory): median seconds per rollout
-    step of both, measured side by side (:func:`step_times`).
+    relative L2 from the true sparse frames. ``extra`` maps more names to (sparse stepper, decoder)
+    pairs evaluated like the reduced model (e.g. GNS on the sparse points + IDW). Timing (first
+    trajectory): median seconds per rollout step of both, measured side by side (:func:`step_times`).
 
     Returns:
         ``{"rows": [per-trajectory dict], "keep": first trajectory's clouds, "timing": {name: times}}``.
@@ -298,6 +300,10 @@ def compare_rollouts(reduced: ParticleSimulator, full_model: ParticleSimulator, 
             f"rel_l2/{b}": relative_l2(full[W + 1:], x[W + 1:]),
             "rel_l2/decoder_only": relative_l2(recon, x),
         })
+        for name, (stepper, dec) in (extra or {}).items():
+            _, dx = dense_rollout(stepper, dec, x, si, typ)
+            rows[-1][f"rollout_mse/{name}"] = rollout_mse(dx, x, skip=W + 1)
+            rows[-1][f"chamfer/{name}"] = sum(chamfer_distance(dx[t], x[t]) for t in frames) / len(frames)
         if k == 0:
             keep = {"truth": x, a: dense, b: full, "sparse_index": si}
     x, typ, si = trajectories[0].position, trajectories[0].particle_type, sparse_index[0]
