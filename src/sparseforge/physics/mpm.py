@@ -12,13 +12,16 @@ One sub-step of size dt on a grid of spacing dx (quadratic B-spline weights w_ip
 
     P2G   m_i = sum_p w_ip m_p,
           (m v)_i = sum_p w_ip [m_p v_p + A_p (x_i - x_p)],   A_p = -dt V_p D^-1 tau_p + m_p C_p
-    grid  v_i = (m v)_i / m_i + dt g;  walls: slip (normal component into the wall zeroed) or sticky
+    grid  v_i = (m v)_i / m_i + dt g;  walls (the ``bound`` margin nodes and the first node inside):
+          slip (the normal component into the wall zeroed, Coulomb friction mu_w on the tangential
+          part: |v_t| <- max(0, |v_t| - mu_w |v_n|)) or sticky (v_i = 0)
     G2P   v_p = sum_i w_ip v_i,   C_p = D^-1 sum_i w_ip v_i (x_i - x_p)^T,   x_p += dt v_p
           F_p <- (I + dt C_p) F_p,  then the material's return mapping on F_p
 
 Kirchhoff stresses tau (mu, lambda the Lame parameters of E, nu; F = U Sigma V^T):
 
-    water (weakly compressible)  J <- J (1 + dt tr C),  tau = K J (J - 1) I          (F = J^(1/d) I)
+    water (weakly compressible)  J <- J (1 + dt tr C),  tau = K J (J - 1) I + eta J (C + C^T - (2/d) tr(C) I)
+                                 (F = J^(1/d) I; eta a small Newtonian viscosity)
     jelly (fixed corotated)      tau = 2 mu (F - R) F^T + lambda J (J - 1) I,  F = R S
     Hencky models                tau = U (2 mu eps + lambda tr(eps) I) U^T,   eps = log Sigma
       sand   (Drucker-Prager)    e^ = eps - tr(eps)/d;  tr(eps) > 0 -> eps = 0;  otherwise
@@ -29,7 +32,9 @@ Kirchhoff stresses tau (mu, lambda the Lame parameters of E, nu; F = U Sigma V^T
 
 The sub-step follows the CFL rule dt <= cfl dx / (c + v_max), c = sqrt((lambda + 2 mu)/rho) the
 elastic wave speed, with a whole number of sub-steps per stored frame. Gravity acts along the last
-axis. Everything is batched over independent scenes (one grid each), so several trajectories run in
+axis. Material constants (scaled units, ``DEFAULT_MATERIALS``) are reconstructed defaults chosen so
+each material shows its signature on a 64^2 grid: water levels out, jelly rebounds, sand slumps into a
+pile with a slope (wall friction 0.5), plasticine keeps its dent, goop slumps slowly. Everything is batched over independent scenes (one grid each), so several trajectories run in
 one set of tensor operations; each scene is deterministic per seed.
 """
 
