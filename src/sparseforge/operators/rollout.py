@@ -263,7 +263,8 @@ def constant_velocity(full: Tensor, window: int) -> Tensor:
 def compare_rollouts(reduced: ParticleSimulator, full_model: ParticleSimulator, decoder: DenseDecoder,
                      trajectories: Sequence[Trajectory], sparse_index: Sequence[Tensor], *,
                      names: tuple[str, str] = ("giorom", "gns"), timing_repeats: int = 5,
-                     extra: dict[str, tuple[ParticleSimulator, DenseDecoder]] | None = None) -> dict[str, Any]:
+                     extra: dict[str, tuple[ParticleSimulator, DenseDecoder]] | None = None,
+                     clamp_to_bounds: bool = False) -> dict[str, Any]:
     """Test a reduced-order stepper (+ decoder) against a full-cloud stepper on whole trajectories.
 
     Per trajectory: rollout MSE over every frame after the W + 1 seed frames (the reduced model's
@@ -282,8 +283,8 @@ def compare_rollouts(reduced: ParticleSimulator, full_model: ParticleSimulator, 
     for k, traj in enumerate(trajectories):
         x, typ, si = traj.position, traj.particle_type, sparse_index[k]
         frames = range(W + 1, x.shape[0])
-        sp, dense = dense_rollout(reduced, decoder, x, si, typ)
-        full = rollout(full_model, x[:W + 1], typ, x.shape[0] - W - 1)
+        sp, dense = dense_rollout(reduced, decoder, x, si, typ, clamp_to_bounds=clamp_to_bounds)
+        full = rollout(full_model, x[:W + 1], typ, x.shape[0] - W - 1, clamp_to_bounds=clamp_to_bounds)
         decoder.eval()
         recon = decoder(decoder.prepare(x[0, si], x[0]), x[:, si])
         rows.append({
@@ -301,7 +302,7 @@ def compare_rollouts(reduced: ParticleSimulator, full_model: ParticleSimulator, 
             "rel_l2/decoder_only": relative_l2(recon, x),
         })
         for name, (stepper, dec) in (extra or {}).items():
-            _, dx = dense_rollout(stepper, dec, x, si, typ)
+            _, dx = dense_rollout(stepper, dec, x, si, typ, clamp_to_bounds=clamp_to_bounds)
             rows[-1][f"rollout_mse/{name}"] = rollout_mse(dx, x, skip=W + 1)
             rows[-1][f"chamfer/{name}"] = sum(chamfer_distance(dx[t], x[t]) for t in frames) / len(frames)
         if k == 0:

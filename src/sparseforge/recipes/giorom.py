@@ -87,6 +87,8 @@ class GIOROMRecipeConfig(RecipeConfig):
         noise_std: training noise sigma (None: by material); noise_target: "clean" or "gns".
         hidden, latent, latent_grid, fno_modes, fno_width: GIOROM; gns_blocks: GNS processor depth.
         steps, batch_size, lr, lr_final: training of both steppers (same budget).
+        position_loss_weight: lambda of the extra position MSE (0, reconstructed default; code 1e5-1e9).
+        clamp_to_bounds: clamp rollout positions to the bounds.
         decoder, decoder_steps: dense decoder.
         gns_sparse: also train GNS on the sparse points (same budget) and decode it with IDW, the
             baseline that isolates the latent operator (``rollout_mse/gns_sparse_idw``).
@@ -120,6 +122,8 @@ class GIOROMRecipeConfig(RecipeConfig):
     batch_size: int = 2
     lr: float = 1e-3
     lr_final: float = 1e-5
+    position_loss_weight: float = 0.0
+    clamp_to_bounds: bool = False
     decoder: Literal["splat", "idw", "neural_field"] = "splat"
     decoder_steps: int = 2000
     gns_sparse: bool = False
@@ -180,7 +184,8 @@ def train_stepper(cfg: GIOROMRecipeConfig, run: Run, model: torch.nn.Module, tra
     cbs = [EvalCallback(lambda m: {"valid_one_step_mse": one_step_mse(m, vx, vt, max_frames=10)},
                         every=cfg.eval_every, unit="step")] if valid else []
     t0 = time.process_time()
-    state = fit(model, data, opt, step_fn=lambda m, b: stepper_loss(m, b, noise_target=cfg.noise_target),
+    state = fit(model, data, opt, step_fn=lambda m, b: stepper_loss(m, b, noise_target=cfg.noise_target,
+                                                             position_loss_weight=cfg.position_loss_weight),
                 steps=cfg.steps, scheduler=sched, callbacks=cbs, run=run, series=series, desc=series)
     return {"state": state.raw_model.state_dict(), "train_cpu_s": time.process_time() - t0, "loss": state.loss}
 
@@ -283,7 +288,8 @@ def run(cfg: GIOROMRecipeConfig, run: Run) -> dict[str, Any]:
     dec = build_decoder(cfg.decoder, splits.metadata["bounds"])
     dec.load_state_dict(res_d["state"])
     ev = run.cached("evaluate", lambda: compare_rollouts(gio, gns, dec, splits.test, idx_te,
-                                                         timing_repeats=cfg.timing_repeats, extra=extra))
+                                                         timing_repeats=cfg.timing_repeats, extra=extra,
+                                                         clamp_to_bounds=cfg.clamp_to_bounds))
     rows = ev["rows"]
     summary: dict[str, Any] = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "trajectory"}
     tg, tn = ev["timing"]["giorom"], ev["timing"]["gns"]
