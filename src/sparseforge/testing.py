@@ -32,11 +32,12 @@ __all__ = [
 ]
 
 
-def tiny_classifier(seed: int = 0) -> nn.Module:
-    """A small conv + MLP classifier on (1, 6, 6) inputs with 5 classes (a BN after the conv)."""
+def tiny_classifier(seed: int = 0, *, bn: bool = True) -> nn.Module:
+    """A small conv + MLP classifier on (1, 6, 6) inputs with 5 classes (a BN after the conv unless ``bn=False``;
+    the layers keep their indices ``0`` (conv), ``4`` and ``6`` (linears) either way)."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(6 * 36, 12), nn.ReLU(), nn.Linear(12, 5))
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6) if bn else nn.Identity(), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(6 * 36, 12), nn.ReLU(), nn.Linear(12, 5))
 
 
 def _tiny_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,10 +195,11 @@ def check_compressor(name: str, *, level: float = 0.5, steps: int = 3) -> None:
     from .engine import fit
     from .pruning.prune import n_keep_for
 
-    model = tiny_classifier()
+    model = tiny_classifier(bn=False)  # a Bayesian layer must not feed a BatchNorm (Turbo-VBI refuses that)
     batch = _tiny_batch()
     targets = ["0", "4"]
-    c = make_compressor(name, level=level, targets=targets, epochs=steps, total_steps=steps, strength=0.1, rounds=2)
+    c = make_compressor(name, level=level, targets=targets, epochs=steps, total_steps=steps, strength=0.1, rounds=2,
+                        n_data=len(batch[1]))
     model = c.prepare(model, batch=batch)
     opt = c.wrap_optimizer(torch.optim.SGD(c.param_groups(model, 0.0), lr=0.05, momentum=0.9), model)
     tm = c.training_masks(model)
