@@ -46,7 +46,8 @@ details{margin:.8rem 0} summary{cursor:pointer;font-weight:600}
 .card .thumb{width:100%;height:170px;object-fit:contain;background:#fafafa;border:1px solid #eee;border-radius:4px}
 .card .noimg{height:170px;display:flex;align-items:center;justify-content:center;color:#999;background:#fafafa;border:1px solid #eee;border-radius:4px}
 .card p{margin:0;font-size:.85rem;color:#333}
-.card .scroll{max-height:none}
+.card .scroll{max-height:none;width:100%}
+.card table{width:100%} .card td,.card th{white-space:normal;overflow-wrap:break-word}
 """
 
 _MARK = {True: ("pass", "✓ goal met"), False: ("fail", "✗ goal not met"), None: ("na", "– not determined")}
