@@ -137,3 +137,37 @@ def test_warmup_cosine_shape() -> None:
     f = warmup_cosine(100, warmup=10, min_frac=0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
     assert all(f(i) >= f(i + 1) for i in range(10, 99))
+
+
+def test_recipe_runs_on_user_planetoid_and_parallel_text_files(tmp_path) -> None:
+    import pickle
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from sparseforge.errors import DataFormatError
+
+    root = tmp_path / "planetoid"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    parts = {"x": sp.csr_matrix(rng.random((2, 3))), "y": np.eye(2)[[0, 1]], "allx": sp.csr_matrix(rng.random((4, 3))),
+             "ally": np.eye(2)[[0, 1, 1, 0]], "tx": sp.csr_matrix(rng.random((2, 3))), "ty": np.eye(2)[[1, 0]],
+             "graph": {0: [1], 1: [0, 2], 2: [1, 5], 3: [4], 4: [3], 5: [2]}}
+    for k, v in parts.items():
+        (root / f"ind.toy.{k}").write_bytes(pickle.dumps(v, protocol=2))
+    (root / "ind.toy.test.index").write_text("5\n4\n")
+    corpus = tmp_path / "iwslt"
+    corpus.mkdir()
+    lines = [(f"w{i % 5} w{(i + 1) % 5} w{(i * 3) % 5}", f"v{(i * 3) % 5} v{(i + 1) % 5} v{i % 5}") for i in range(40)]
+    (corpus / "train.de").write_text("".join(s + "\n" for s, _ in lines))
+    (corpus / "train.en").write_text("".join(t + "\n" for _, t in lines))
+    common = ["graph=planetoid", f"graph_path={tmp_path / 'planetoid'}", "graph_name=toy", "tasks=nc,mt",
+              "methods=full,sst", "rank=1", "dim=4", "mt_rank=2", f"corpus={corpus}", "src_lang=de", "tgt_lang=en"]
+    with pytest.raises(DataFormatError, match="allow_pickle"):
+        run_recipe("sst-hyperbolic", preset="smoke", overrides=common, out=tmp_path / "r0")
+    _, s = run_recipe("sst-hyperbolic", preset="smoke", overrides=[*common, "allow_pickle=true"], out=tmp_path / "r1")
+    assert s["graph_nodes"] == 6 and 0 <= s["f1/nc/hyperbolic/sst"] <= 1 and 0 <= s["bleu/mt/lorentz/full"] <= 100
+    (corpus / "train.en").write_text("only one line\n")
+    with pytest.raises(DataFormatError, match="train.de"):
+        run_recipe("sst-hyperbolic", preset="smoke", overrides=[*common, "allow_pickle=true", "tasks=mt"],
+                   out=tmp_path / "r2")
