@@ -1,19 +1,27 @@
-"""Physical compaction: exact outputs, smaller layers, coupled slices, one-line trace errors."""
+"""Physical compaction on our own models: exact outputs, smaller layers, coupled slices, one-line errors."""
 
 from __future__ import annotations
 
+import copy
+import io
+import subprocess
+import sys
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import sparseforge
-from sparseforge.compact import CompactReport, compact
-from sparseforge.errors import TraceError
+from sparseforge import compact as package_compact  # the package's lazy attribute: the function
+from sparseforge import metrics
+from sparseforge.compaction import HANDLERS, CompactReport, compact, register_handler, structural_bound
+from sparseforge.compaction.handlers import Elementwise
+from sparseforge.errors import TraceError, UserError
 from sparseforge.models import create_model, example_input
 from sparseforge.registry import MODELS
 
 TOL = 1e-5
-
 
 # Models of the conv / MLP / residual families: compaction must strictly shrink them.
 SHRINKING_MODULES = {f"sparseforge.models.{m}" for m in ("mlp", "lenet", "vgg", "resnet", "mobilenet")}
@@ -70,6 +78,8 @@ def test_every_registered_model_compacts_exactly(name: str) -> None:
     small, report = compact(model, x, return_report=True)
     assert isinstance(report, CompactReport)
     assert _max_diff(model, small, x) <= TOL
+    x3 = example_input(name, batch=3, generator=torch.Generator().manual_seed(2))
+    assert _max_diff(model, small, x3) <= TOL  # the batch dimension stays free
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "original was modified"
     assert report.params_before == _n_params(model) and report.params_after == _n_params(small)
     if type(model).__module__ in SHRINKING_MODULES:
@@ -98,10 +108,12 @@ def test_removes_filters_bn_entries_and_next_input_slices() -> None:
     net[1].bias[[1, 4]] = 0
     x = torch.randn(2, 3, 5, 5)
     small, rep = compact(net, x, return_report=True)
+    assert isinstance(small.get_submodule("0"), nn.Conv2d)
     assert small.get_submodule("0").weight.shape == (6, 3, 3, 3)
-    assert small.get_submodule("1").num_features == 6
+    assert small.get_submodule("1").running_mean.numel() == 6
     assert small.get_submodule("3").weight.shape == (6, 6, 3, 3)
-    assert rep.removed["0"] == [1, 4] and rep.inputs_removed["3"] == [1, 4]
+    assert rep.removed["0"] == [1, 4] and rep.removed["1"] == [1, 4] and rep.inputs_removed["3"] == [1, 4]
+    assert rep.layers["0"].zeroed == [1, 4] and rep.layers["0"].removed == [1, 4]
     assert _max_diff(net, small, x) <= TOL
 
 
@@ -112,9 +124,10 @@ def test_flatten_linear_columns_follow_removed_channel() -> None:
     net[3].weight[2] = 0
     net[3].bias[2] = 0
     x = torch.randn(2, 3, 5, 5)
-    small = compact(net, x)
+    small, rep = compact(net, x, return_report=True)
     assert small.get_submodule("3").weight.shape[0] == 5
     assert small.get_submodule("6").weight.shape == (4, 5 * 25)
+    assert rep.inputs_removed["6"] == list(range(50, 75))
     assert _max_diff(net, small, x) <= TOL
 
 
@@ -126,8 +139,10 @@ def test_constant_bn_channel_kept_before_padded_conv() -> None:
     net[0].weight[3] = 0  # BN then outputs the constant beta - mean * gamma / sqrt(var + eps)
     net[1].bias[3] = 1.0
     x = torch.randn(2, 3, 5, 5)
-    small = compact(net, x)
+    small, rep = compact(net, x, return_report=True)
     assert small.get_submodule("0").weight.shape[0] == 8  # not exact at zero-padded borders
+    assert rep.layers["0"].zeroed == [3] and not rep.layers["0"].removed
+    assert "zero-padded" in rep.layers["0"].kept_alive[3] and "'3'" in rep.layers["0"].kept_alive[3]
     assert _max_diff(net, small, x) <= TOL
 
 
@@ -153,6 +168,7 @@ def test_negative_constant_through_relu_is_removed_before_padded_conv() -> None:
     x = torch.randn(2, 3, 5, 5)
     small = compact(net, x)
     assert small.get_submodule("0").weight.shape[0] == 7
+    assert small.get_submodule("3").bias is not None and _n_params(small.get_submodule("3")) == 6 * 7 * 9 + 6
     assert _max_diff(net, small, x) <= TOL
 
 
@@ -164,8 +180,9 @@ def test_zero_input_channel_removes_producer_filter() -> None:
     x = torch.randn(2, 3, 5, 5)
     small, rep = compact(net, x, return_report=True)
     assert small.get_submodule("0").weight.shape[0] == 7
-    assert small.get_submodule("1").num_features == 7
+    assert small.get_submodule("1").running_mean.numel() == 7
     assert rep.removed["0"] == [2]
+    assert rep.layers["0"].zeroed == [] and rep.layers["0"].removed == [2]
     assert _max_diff(net, small, x) <= TOL
 
 
@@ -245,25 +262,201 @@ def test_nonzero_bias_of_dead_neuron_is_folded() -> None:
     assert _max_diff(model, small, x) <= TOL
 
 
-class Concat(nn.Module):
-    def __init__(self) -> None:
+class DenseBlock(nn.Module):
+    """DenseNet-style: each layer's output is concatenated to the running feature map."""
+
+    def __init__(self, c0: int = 4, growth: int = 3, layers: int = 3) -> None:
         super().__init__()
-        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
-        self.head = nn.Conv2d(8, 3, 1)
+        self.stem = nn.Conv2d(2, c0, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(c0 + i * growth, growth, 3, padding=1) for i in range(layers))
+        self.head = nn.Conv2d(c0 + layers * growth, 5, 1)
 
     def forward(self, x):
-        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+        h = F.relu(self.stem(x))
+        for conv in self.convs:
+            h = torch.cat([h, F.relu(conv(h))], 1)
+        return self.head(h).mean((2, 3))
 
 
 @torch.no_grad()
-def test_unknown_ops_are_left_untouched() -> None:
-    net = Concat().eval()
-    net.a.weight[0] = 0
-    net.a.bias[0] = 0
+def test_cat_slices_map_through_the_concatenation() -> None:
+    torch.manual_seed(0)
+    net = DenseBlock().eval()
+    net.stem.weight[1] = 0
+    net.stem.bias[1] = 0
+    net.convs[0].weight[2] = 0
+    net.convs[0].bias[2] = -1.0  # relu(-1) = 0
     x = torch.randn(2, 2, 6, 6)
-    small = compact(net, x)
-    assert _n_params(small) == _n_params(net)
+    small, rep = compact(net, x, return_report=True)
+    assert small.stem.weight.shape[0] == 3
+    assert small.convs[0].weight.shape == (2, 3, 3, 3)
+    assert small.convs[1].weight.shape[1] == 3 + 2  # reads stem (3 left) ++ convs[0] (2 left)
+    assert small.convs[2].weight.shape[1] == 3 + 2 + 3
+    assert rep.inputs_removed["head"] == [1, 6]  # positions of the removed channels in the concatenation
+    assert _max_diff(net, small, x) <= TOL and _max_diff(net, small, torch.randn(5, 2, 6, 6)) <= TOL
+
+
+class SEBlock(nn.Module):
+    """EfficientNet-style: expand conv, BN, SiLU, depthwise, squeeze-excite gate (``mul``), project."""
+
+    def __init__(self, c: int = 4, e: int = 12) -> None:
+        super().__init__()
+        self.expand, self.bn1 = nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e)
+        self.dw, self.bn2 = nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False), nn.BatchNorm2d(e)
+        self.reduce, self.gate = nn.Conv2d(e, 3, 1), nn.Conv2d(3, e, 1)
+        self.project, self.bn3 = nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        h = F.silu(self.bn1(self.expand(x)))
+        h = F.silu(self.bn2(self.dw(h)))
+        s = torch.sigmoid(self.gate(F.silu(self.reduce(h.mean((2, 3), keepdim=True)))))
+        return x + self.bn3(self.project(h * s))
+
+
+@torch.no_grad()
+def test_squeeze_excite_gate_follows_the_channel_it_scales() -> None:
+    torch.manual_seed(0)
+    net = SEBlock().eval()
+    dead = [2, 5, 7]
+    net.expand.weight[dead] = 0
+    net.bn1.weight[dead] = 0
+    net.bn1.bias[dead] = -3.0  # silu(-3) is a non-zero constant ...
+    net.dw.weight[dead] = 0  # ... that the zeroed depthwise filter stops: bn2 then gives a constant
+    net.bn2.weight[dead] = 0
+    net.bn2.bias[dead] = 0  # silu(0) = 0: the channel is exactly zero before the gate
+    x = torch.randn(2, 4, 5, 5)
+    small, rep = compact(net, x, return_report=True)
+    e = 12 - len(dead)
+    assert small.expand.weight.shape[0] == e and small.dw.weight.shape[0] == e == small.dw.groups
+    assert small.gate.weight.shape[0] == e  # the gate's rows for dead channels go with them
+    assert small.reduce.weight.shape[1] == e and small.project.weight.shape[1] == e
+    assert _max_diff(net, small, x) <= TOL and _max_diff(net, small, torch.randn(3, 4, 5, 5)) <= TOL
+
+
+@torch.no_grad()
+def test_grouped_conv_loses_the_same_number_of_channels_per_group() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(),
+                        nn.Conv2d(8, 4, 1)).eval()  # fmt: skip
+    net[0].weight[[0, 1, 5]] = 0  # group 0 loses 0 and 1, group 1 loses 5
+    net[0].bias[[0, 1, 5]] = 0
+    x = torch.randn(2, 3, 6, 6)
+    small, rep = compact(net, x, return_report=True)
+    assert small.get_submodule("2").groups == 2
+    assert small.get_submodule("2").weight.shape == (8, 3, 3, 3)  # one channel per group left to keep them equal
+    assert small.get_submodule("0").weight.shape[0] == 6
+    assert "same removal in every group" in next(iter(rep.layers["0"].kept_alive.values()))
     assert _max_diff(net, small, x) <= TOL
+
+
+@torch.no_grad()
+def test_attention_heads_of_our_causal_lm() -> None:
+    torch.manual_seed(0)
+    model = create_model("causal_lm", n_layers=1, d_model=32, n_heads=4).eval()
+    attn = model.blocks[0].attn
+    d = 8
+    attn.v_proj.weight[2 * d : 3 * d] = 0  # head 2: V rows zero, V bias stays and is folded
+    attn.v_proj.bias[2 * d : 3 * d] = 0.3
+    attn.q_proj.weight[0:d] = 0  # head 0: zero Q rows make attention uniform, not absent
+    attn.q_proj.bias[0:d] = 0
+    x = example_input("causal_lm", batch=2)
+    small, rep = compact(model, x, return_report=True)
+    assert rep.heads == {"blocks.0.attn": [2]}
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        assert small.get_submodule(f"blocks.0.attn.{proj}").weight.shape == (24, 32)
+    assert small.get_submodule("blocks.0.attn.out_proj").weight.shape == (32, 24)
+    assert _max_diff(model, small, x) <= TOL and _max_diff(model, small, example_input("causal_lm", batch=3)) <= TOL
+
+
+class ChannelsLastBlock(nn.Module):
+    """ConvNeXt-style: depthwise conv, permute to channels-last, LayerNorm, MLP, layer scale, residual."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x):
+        h = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        h = self.gamma * self.fc2(F.gelu(self.fc1(h)))
+        return x + h.permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def test_channels_last_mlp_hidden_units_go_and_the_normalised_width_stays() -> None:
+    torch.manual_seed(0)
+    net = ChannelsLastBlock().eval()
+    net.fc1.weight[::2] = 0
+    net.fc1.bias[::2] = 0  # gelu(0) = 0: the hidden unit is dead
+    net.fc2.weight[1] = 0  # a residual channel: normalised by the LayerNorm of the next block / output
+    x = torch.randn(2, 8, 6, 6)
+    small, rep = compact(net, x, return_report=True)
+    assert small.fc1.weight.shape == (16, 8) and small.fc2.weight.shape == (8, 16)
+    assert small.gamma.shape == (8,) and small.dw.weight.shape[0] == 8
+    assert rep.layers["fc2"].zeroed == [1] and 1 in rep.layers["fc2"].kept_alive
+    assert _max_diff(net, small, x) <= TOL
+
+
+@torch.no_grad()
+def test_layer_norm_keeps_its_channels_with_the_reason() -> None:
+    net = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3)).eval()
+    net[0].weight[2] = 0
+    net[0].bias[2] = 0
+    small, rep = compact(net, torch.randn(2, 6), return_report=True)
+    assert small.get_submodule("0").weight.shape == (8, 6)
+    assert "layer_norm" in rep.layers["0"].kept_alive[2]
+    assert structural_bound(net, torch.randn(2, 6)) < _n_params(small)  # what exactness costs here
+
+
+class Mixer(nn.Module):
+    """A channel op without a handler (cumsum over channels) between two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.cumsum(self.fc1(x), dim=1))
+
+
+@torch.no_grad()
+def test_op_without_handler_keeps_channels_or_errors_when_strict() -> None:
+    net = Mixer().eval()
+    net.fc1.weight[1] = 0
+    net.fc1.bias[1] = 0
+    x = torch.randn(3, 4)
+    small, rep = compact(net, x, return_report=True)
+    assert _n_params(small) == _n_params(net)
+    assert any("cumsum" in u and "Mixer" in u for u in rep.unhandled)
+    assert "cumsum" in rep.layers["fc1"].kept_alive[1]
+    with pytest.raises(TraceError) as info:
+        compact(net, x, strict=True)
+    msg = str(info.value)
+    assert "\n" not in msg and "aten.cumsum" in msg and "register_handler" in msg
+
+
+@torch.no_grad()
+def test_a_wrong_handler_is_caught_by_the_check_naming_the_op() -> None:
+    class LyingTanh(Elementwise):  # claims tanh outputs the constant 0 everywhere
+        def analyze(self, a, node):
+            m = super().analyze(a, node)
+            m.mask[:] = True
+            m.value.zero_()
+            return m
+
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).eval()
+    key = torch.ops.aten.tanh
+    saved = HANDLERS[key]
+    register_handler(key)(LyingTanh)
+    try:
+        with pytest.raises(TraceError) as info:
+            compact(net, torch.randn(3, 4))
+    finally:
+        HANDLERS[key] = saved
+    msg = str(info.value)
+    assert "\n" not in msg and "aten.tanh" in msg and "'1' (Tanh)" in msg
 
 
 class DataDependent(nn.Module):
@@ -294,6 +487,17 @@ def test_data_dependent_control_flow_gives_one_line_trace_error() -> None:
     assert "'gate'" in msg and "Gate" in msg and "x.sum() > 0" in msg
 
 
+def test_bad_inputs_are_one_line_user_errors() -> None:
+    with pytest.raises(UserError, match="nn.Module"):
+        compact(lambda x: x, torch.randn(2, 4))
+    with pytest.raises(UserError, match="example_inputs"):
+        compact(nn.Linear(4, 2), 3.0)
+    with pytest.raises(UserError, match="fails on example_inputs"):
+        compact(nn.Linear(4, 2), torch.randn(2, 5))
+    with pytest.raises(UserError, match="targets"):
+        compact(nn.Linear(4, 2), torch.randn(2, 4), targets=[nn.Linear])
+
+
 class ShapeBranch(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -302,11 +506,12 @@ class ShapeBranch(nn.Module):
     def forward(self, x):
         if x.shape[0] > 64:
             raise ValueError("batch too large")
-        return self.fc2(torch.relu(self.fc1(x)))
+        h = self.fc1(x)
+        return self.fc2(torch.relu(h.view(int(h.shape[0]), -1)))
 
 
 @torch.no_grad()
-def test_shape_only_control_flow_is_specialised() -> None:
+def test_shape_only_control_flow_is_captured() -> None:
     net = ShapeBranch().eval()
     net.fc1.weight[:3] = 0
     net.fc1.bias[:3] = 0
@@ -316,18 +521,72 @@ def test_shape_only_control_flow_is_specialised() -> None:
     assert _max_diff(net, small, x) <= TOL
 
 
-@torch.no_grad()
-def test_module_is_callable_and_package_attribute() -> None:
-    import sparseforge.compact as compact_module
+class KwModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.head = nn.Linear(5, 8), nn.Linear(8, 3)
 
-    net = conv_bn_net()
-    net[3].weight[0] = 0
-    net[3].bias[0] = 0
-    x = torch.randn(1, 3, 5, 5)
-    for fn in (compact_module, sparseforge.compact):
-        small = fn(net, x)
-        assert small.get_submodule("3").weight.shape[0] == 5
-        assert isinstance(small.compact_report, CompactReport)
+    def forward(self, features, mask=None, *, scale: float = 1.0):
+        h = torch.relu(self.enc(features)) * scale
+        if mask is not None:
+            h = h * mask[..., None]
+        return {"logits": self.head(h), "hidden": h.sum(-1)}
+
+
+@torch.no_grad()
+def test_keyword_inputs_and_dict_outputs() -> None:
+    net = KwModel().eval()
+    net.enc.weight[[0, 4]] = 0
+    net.enc.bias[[0, 4]] = -1.0
+    inputs = {"features": torch.randn(3, 7, 5), "mask": torch.ones(3, 7)}
+    small = compact(net, inputs)
+    assert small.enc.weight.shape == (6, 5)
+    out, ref = small(**inputs), net(**inputs)
+    assert set(out) == {"logits", "hidden"}
+    assert float((out["logits"] - ref["logits"]).abs().max()) <= TOL
+    other = {"features": torch.randn(6, 7, 5), "mask": torch.rand(6, 7)}
+    assert float((small(**other)["logits"] - net(**other)["logits"]).abs().max()) <= TOL
+
+
+@torch.no_grad()
+def test_targets_limit_which_layers_lose_channels() -> None:
+    net = create_model("mlp", sizes=(6, 8, 8, 2)).eval()
+    lin = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    for m in lin[:2]:
+        m.weight[:3] = 0
+        m.bias[:3] = 0
+    x = torch.randn(2, 6)
+    small, rep = compact(net, x, targets=[names[1]], return_report=True)
+    shapes = [tuple(m.weight.shape) for m in small.modules() if isinstance(m, nn.Linear)]
+    assert shapes == [(8, 6), (5, 8), (2, 5)]
+    assert "not in targets" in rep.layers[names[0]].kept_alive[0]
+    assert _max_diff(net, small, x) <= TOL
+
+
+@torch.no_grad()
+def test_result_is_a_module_that_copies_saves_and_measures() -> None:
+    torch.manual_seed(0)
+    model = create_model("lenet5").eval()
+    zero_random_groups_(model)
+    x = example_input("lenet5", batch=4)
+    small = compact(model, x)
+    assert isinstance(small, nn.Module) and isinstance(small.compact_report, CompactReport)
+    clone = copy.deepcopy(small)
+    assert float((clone(x) - small(x)).abs().max()) == 0.0
+    buf = io.BytesIO()
+    torch.save(small.state_dict(), buf)
+    buf.seek(0)
+    fresh = copy.deepcopy(small)
+    for p in fresh.parameters():
+        p.data.zero_()
+    fresh.load_state_dict(torch.load(buf))
+    assert float((fresh(x) - small(x)).abs().max()) == 0.0
+    assert set(small.state_dict()) <= set(model.state_dict())  # the original names
+    small.train()
+    assert float((small(x) - model(x)).abs().max()) <= TOL  # an inference graph in either mode
+    s = metrics.summary(small, x, repeats=2, warmup=1)
+    assert s["params"] == _n_params(small) and s["flops"] < metrics.flops(model, x)
 
 
 def test_report_feeds_save_sparsity(tmp_path) -> None:
@@ -343,6 +602,9 @@ def test_report_feeds_save_sparsity(tmp_path) -> None:
     masks.save_sparsity(net, path, removed=small.compact_report.removed)
     loaded = masks.load_sparsity(conv_bn_net(), path, attach_masks=False)
     assert loaded["removed"]["0"] == [2, 6]
+    rows = small.compact_report.rows()
+    assert rows[0]["layer"] == "0" and rows[0]["zeroed"] == 2 and rows[0]["removed"] == 2
+    assert "0 (conv2d): 8 channels, 2 zeroed, 2 removed" in str(small.compact_report)
 
 
 class InplaceAlias(nn.Module):
@@ -365,4 +627,22 @@ def test_inplace_op_with_other_readers_is_not_folded_with_stale_constant() -> No
     net.conv.bias[1] = -1.0  # a[:, 1] = -1, but c1 sees relu(-1) = 0
     x = torch.randn(2, 2, 5, 5)
     small = compact(net, x)
+    assert small.conv.weight.shape[0] == 3
     assert _max_diff(net, small, x) <= TOL
+
+
+def test_package_attribute_is_the_function_without_a_module_swap() -> None:
+    compact_module = sys.modules["sparseforge.compact"]
+    assert not callable(compact_module)  # a plain module (no class swap at import)
+    assert compact_module.compact is compact
+    code = (
+        "import sparseforge, torch\n"
+        "f = sparseforge.compact\n"
+        "from sparseforge.compact import compact\n"
+        "assert f is compact and callable(f)\n"
+        "m = f(torch.nn.Linear(3, 2), torch.randn(2, 3))\n"
+        "assert sum(p.numel() for p in m.parameters()) == 8\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert package_compact is compact and sparseforge.compact is compact

@@ -40,7 +40,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import TraceError, UserError
 from .analysis import Analysis, Mirror
-from .capture import call_model, capture, module_of, split_inputs
+from .capture import call_model, capture, module_of, split_inputs, symbolic_batch
 from .handlers import HANDLERS, Handler, handler_for, register_handler
 from .report import CompactReport, LayerReport
 from .slicing import Rebuild
@@ -74,8 +74,7 @@ def _analysis_inputs(gm: fx.GraphModule, flat: list[Any], dynamic: bool) -> list
     out = []
     holders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     for n, x in zip(holders, flat):
-        v = n.meta.get("val")
-        sym = isinstance(v, torch.Tensor) and v.dim() >= 1 and not isinstance(v.shape[0], int)
+        sym = symbolic_batch(n)
         out.append(x[:2] if sym and isinstance(x, torch.Tensor) and x.shape[0] > 2 else x)
     return out
 
@@ -89,7 +88,11 @@ def _prepare(model: nn.Module, example_inputs: Any, targets: Any, strict: bool, 
     model.eval()
     try:
         with torch.no_grad():
-            reference = model(*args, **kwargs)
+            try:
+                reference = model(*args, **kwargs)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"compact: the model fails on example_inputs ({type(exc).__name__}: {first})") from None
         gm, dynamic = capture(model, args, kwargs)
     finally:
         model.train(was_training)
@@ -200,8 +203,17 @@ def _check(reference: Any, small: fx.GraphModule, args: tuple, kwargs: dict, gm:
 
 
 def _locate(gm: fx.GraphModule, small: fx.GraphModule, args: tuple, kwargs: dict, r: Rebuild, a: Analysis) -> str:
-    """`` at aten.op in 'module' (Class)``: the first node whose kept values differ."""
+    """`` at aten.op in 'module' (Class)``: the first node whose claimed constants or kept values are wrong."""
     from torch.fx import _pytree as fx_pytree
+
+    for n in gm.graph.nodes:  # a handler that claimed a constant the example contradicts
+        m, real = a._mir.get(n), a.real.get(n)
+        if n.op != "call_function" or not isinstance(m, Mirror) or not isinstance(real, torch.Tensor):
+            continue
+        if real.is_floating_point() and bool(m.mask.any()):
+            u, v = real.double()[m.mask], m.value.double()[m.mask]
+            if float((u - v).abs().max()) > 1e-4 * (1 + float(u.abs().max())):
+                return f" first at {a.where(n)} (its handler claims constants the example contradicts)"
 
     class Rec(fx.Interpreter):
         def __init__(self, m: fx.GraphModule) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import TraceError, UserError
 
-__all__ = ["capture", "split_inputs", "module_of", "call_model"]
+__all__ = ["capture", "split_inputs", "module_of", "call_model", "symbolic_batch"]
 
 
 def split_inputs(example_inputs: Any) -> tuple[tuple, dict[str, Any]]:
@@ -147,13 +147,17 @@ def capture(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[fx.G
             f"{_first_line(exc)}; make its forward exportable (no control flow on tensor values) "
             "or compact a capturable sub-module"
         ) from None
-    dynamic = False
-    for n in gm.graph.nodes:
-        if n.op == "placeholder":
-            v = n.meta.get("val")
-            if isinstance(v, torch.Tensor) and v.dim() >= 1 and not isinstance(v.shape[0], int):
-                dynamic = True
+    dynamic = any(n.op == "placeholder" and symbolic_batch(n) for n in gm.graph.nodes)
     return gm, dynamic
+
+
+def symbolic_batch(node: fx.Node) -> bool:
+    """Whether placeholder ``node``'s dim 0 stayed a free symbol (not specialised to the example's size)."""
+    v = node.meta.get("val")
+    if not isinstance(v, torch.Tensor) or v.dim() == 0:
+        return False
+    s = v.shape[0]
+    return isinstance(s, torch.SymInt) and bool(getattr(s.node.expr, "free_symbols", ()))
 
 
 def _as_dynamic_shapes(model: nn.Module, dyn_args: tuple, dyn_kwargs: dict[str, Any]) -> Any:

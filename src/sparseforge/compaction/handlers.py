@@ -459,7 +459,15 @@ def _vote_inputs(
         msg = f"a non-zero constant (bias or BatchNorm shift) feeds the zero-padded {where}"
         a.vote(cols[blocked], torch.zeros(int(blocked.sum()), dtype=torch.bool), msg)
     if bool(live.any()):
-        a.vote(cols[live], torch.zeros(int(live.sum()), dtype=torch.bool), f"read by {where}")
+        d = dim % xm.mask.dim()
+        const = xm.mask.movedim(d, 0).reshape(xm.mask.shape[d], -1).all(1).cpu()
+        varying = live & const  # input-independent but not one value: zero padding upstream, positions
+        if bool(varying.any()):
+            a.vote(cols[varying], torch.zeros(int(varying.sum()), dtype=torch.bool),
+                   f"a position-dependent constant (zero padding upstream) is read by {where}")
+        rest = live & ~const
+        if bool(rest.any()):
+            a.vote(cols[rest], torch.zeros(int(rest.sum()), dtype=torch.bool), f"read by {where}")
     return {"cols": cols, "fold": foldable & ~pad_block & ~slice_zero, "k": k}
 
 
@@ -898,6 +906,13 @@ class Reduce(Handler):
         dims = sorted({d % nd for d in dims})
         keep = bool(arg(node, ki, "keepdim", False))
         if any(varies(x.ids, d) for d in dims):
+            if node.target is aten.sum.dim_IntList and x.value.is_floating_point():
+                # a sum over channels reads them like a layer of ones: channels that are 0 may go
+                a.vote(x.ids, x.mask & (x.value == 0), f"summed over channels by {a.where(node)}")
+                mask = x.mask.all(dim=dims, keepdim=keep)
+                value = x.value.double().sum(dims, keepdim=keep)
+                mask, value = clean(mask.reshape(real.shape), value.reshape(real.shape))
+                return Mirror(torch.zeros(real.shape, dtype=torch.long, device=real.device), mask, value)
             return a.opaque(node, f"reduced over channels by {a.where(node)}")
         ids = x.ids.amin(dims, keepdim=keep)
         mask = x.mask.all(dim=dims, keepdim=keep)

@@ -23,7 +23,7 @@ from .capture import module_of
 from .handlers import handler_for
 from .report import CompactReport, LayerReport
 
-__all__ = ["Rebuild"]
+__all__ = ["Rebuild", "CompactedModule"]
 
 _MODULE_TYPES = {
     "linear": (nn.Linear,), "conv1d": (nn.Conv1d,), "conv2d": (nn.Conv2d,), "conv3d": (nn.Conv3d,),
@@ -46,6 +46,15 @@ class _Holder(nn.Module):
     def extra_repr(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in [*self._parameters.items(), *self._buffers.items()] if v is not None)
         return f"{self._original + ': ' if self._original else ''}{shapes}"
+
+
+class CompactedModule(fx.GraphModule):
+    """The compacted model: a graph of ATen ops over real ``nn`` layers and the sliced parameters."""
+
+    def __deepcopy__(self, memo: dict) -> CompactedModule:
+        with warnings.catch_warnings():  # torch's TreeSpec copy warns about its own deprecated LeafSpec
+            warnings.simplefilter("ignore", FutureWarning)
+            return super().__deepcopy__(memo)
 
 
 class Rebuild:
@@ -282,7 +291,7 @@ class Rebuild:
                 self._install(root, fqn)
                 installed.add(fqn)
         _order_like(root, self.source)
-        gm = fx.GraphModule(root, self.graph, class_name)
+        gm = CompactedModule(root, self.graph, class_name)
         # keep the holders (names of the original classes, buffer persistence) instead of fx's copies
         for name in list(gm._modules):
             del gm._modules[name]
