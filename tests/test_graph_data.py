@@ -103,6 +103,7 @@ def test_random_tree_and_erdos_renyi() -> None:
     e = erdos_renyi_graph(200, 0.05, seed=2)
     assert (e[0] < e[1]).all() and pair_ids(e, 200).unique().numel() == e.shape[1]
     assert abs(e.shape[1] - 0.05 * 200 * 199 / 2) < 5 * (0.05 * 200 * 199 / 2) ** 0.5
+    assert torch.equal(erdos_renyi_graph(200, 0.05, seed=2), e)  # deterministic per seed
     dense = erdos_renyi_graph(10, 0.95, seed=3)
     assert dense.shape[1] > 35
     with pytest.raises(UserError):

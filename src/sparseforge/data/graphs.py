@@ -219,7 +219,7 @@ def erdos_renyi_graph(n: int, p: float, *, seed: int | torch.Generator | None = 
         raise UserError(f"edge probability p must be in [0, 1], got {p}")
     g = _gen(seed)
     total = n * (n - 1) // 2
-    m = int(torch.distributions.Binomial(total, torch.tensor(float(p))).sample().item()) if total else 0
+    m = int(torch.binomial(torch.tensor([float(total)]), torch.tensor([float(p)]), generator=g).item()) if total else 0
     if m == 0:
         return torch.empty(2, 0, dtype=torch.long)
     if m > total // 2:  # dense: enumerate the triangle
