@@ -230,7 +230,8 @@ def _figure(run: Run, results: dict[str, dict[str, dict[str, dict[str, Any]]]], 
     for ax, (t, g) in zip(axes[0], panels):
         vals = [results[t][g][m][METRIC[t]] for m in methods if m in results[t][g]]
         names = [m for m in methods if m in results[t][g]]
-        ax.bar(range(len(vals)), vals, color=["#555", "#8ab", "#cb8", "#9c9", "#c99", "#d55"][: len(vals)])
+        bars = ax.bar(range(len(vals)), vals, color=["#555", "#8ab", "#cb8", "#9c9", "#c99", "#d55"][: len(vals)])
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
         ax.set_xticks(range(len(vals)), [METHOD_LABELS[m].split(" (")[0] for m in names], rotation=30, fontsize=8)
         lo = min(vals) if vals else 0.0
         ax.set_ylim(max(0.0, lo - 0.1 * (max(vals) - lo + 1e-9) - (0.05 if t != "mt" else 2)), None)
