@@ -274,3 +274,17 @@ def test_average_precision_and_f1_match_scikit_learn() -> None:
     assert f1_score(p, y) == pytest.approx(sk.f1_score(y.numpy(), p.numpy()))
     p3, y3 = torch.randint(0, 3, (60,), generator=g), torch.randint(0, 3, (60,), generator=g)
     assert f1_score(p3, y3) == pytest.approx(sk.f1_score(y3.numpy(), p3.numpy(), average="micro"))
+
+
+def test_every_lorentz_sublayer_of_the_transformer_outputs_manifold_points_float64() -> None:
+    torch.manual_seed(0)
+    m = LorentzTransformer(12, 14, d_model=16, n_heads=2, n_layers=2, dropout=0.0).double().eval()
+    outs: list[tuple[str, torch.Tensor]] = []
+    for name, mod in m.named_modules():
+        if isinstance(mod, (LorentzLinear, LorentzMultiheadAttention)):
+            heads = mod.heads if isinstance(mod, LorentzLinear) else 1
+            mod.register_forward_hook(lambda mm, i, o, n=name, h=heads: outs.append((n, o.reshape(*o.shape[:-1], h, -1))))
+    m(torch.tensor([[4, 5, 6, 2]]), torch.tensor([[1, 5, 6, 7]]))
+    assert len(outs) > 30
+    for name, o in outs:
+        assert lorentz_err(o) <= 1e-6 and (o[..., 0] > 0).all(), name
