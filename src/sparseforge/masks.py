@@ -185,6 +185,7 @@ def save_sparsity(
     masks: dict[str, torch.Tensor] | None = None,
     removed: dict[str, list[int]] | None = None,
     extra: dict[str, Any] | None = None,
+    weights: bool = False,
 ) -> None:
     """Save a model's sparsity to one file, atomically.
 
@@ -193,6 +194,8 @@ def save_sparsity(
         masks: boolean masks by parameter name (default: the model's current non-zeros).
         removed: groups that compaction removed, e.g. ``{"features.0": [3, 7]}`` (filters).
         extra: free-form metadata (method, sparsity target, ...).
+        weights: also store the model's ``state_dict``, so the file alone reproduces the sparse model
+            on a freshly built one (:func:`load_sparsity` loads it before the masks).
     """
     from . import __version__
 
@@ -208,6 +211,7 @@ def save_sparsity(
             "masks": {n: m.detach().cpu().to(torch.bool) for n, m in masks.items()},
             "removed": {k: [int(i) for i in v] for k, v in (removed or {}).items()},
             "extra": extra or {},
+            **({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}} if weights else {}),
         },
         path,
     )
@@ -238,6 +242,11 @@ def load_sparsity(model: nn.Module, path: str | os.PathLike, *, attach_masks: bo
     for n, shape in rec["shapes"].items():
         if n not in params or tuple(params[n].shape) != tuple(shape):
             raise DataFormatError(f"{path}: parameter {n!r} of shape {tuple(shape)} does not fit this model")
+    if "state_dict" in rec:  # a file saved with weights=True carries the trained weights too
+        try:
+            model.load_state_dict(rec["state_dict"])
+        except RuntimeError as e:
+            raise DataFormatError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
     if attach_masks:
         rec["maskset"] = attach(model, rec["masks"])
     else:

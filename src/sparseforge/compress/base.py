@@ -74,9 +74,17 @@ class Compressor:
     structure: ClassVar[str] = "weights"
     description: ClassVar[str] = ""
     Options: ClassVar[type | None] = None
-    #: True for methods that train the network themselves towards sparsity (regularizers): their strength is
-    #: worth calibrating to the level.
+    #: True for methods that train the network themselves towards sparsity (regularizers).
     regularized: ClassVar[bool] = False
+    #: the option whose value sets how strongly the method sparsifies (``"strength"`` for a prox, ``"kl_weight"``
+    #: for Turbo-VBI), which a caller may calibrate so the natural sparsity comes close to the level; None when the
+    #: level is set directly (WGSEF's k) or the method does not train towards sparsity.
+    strength_option: ClassVar[str | None] = None
+    #: True when training has no hooks at all (the method acts on a densely trained model), so a caller can train
+    #: the dense model once and start every such method from it.
+    dense_training: ClassVar[bool] = False
+    #: True when :meth:`finish` returns an already smaller model (no masks left to compact).
+    physically_pruned: ClassVar[bool] = False
 
     def __init__(self, *, level: float, targets: Targets = None, **options: Any) -> None:
         level = float(level)
@@ -91,6 +99,11 @@ class Compressor:
         else:
             self.options = None
         self.modules: list[str] = []
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the method can run here (an optional dependency may be missing)."""
+        return True
 
     # -- resolution of targets ---------------------------------------------------------------
     @property

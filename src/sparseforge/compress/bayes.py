@@ -41,6 +41,7 @@ class TurboVBICompressor(Compressor):
 
     Options = TurboVBIOptions
     regularized = True
+    strength_option = "kl_weight"
 
     def prepare(self, model: nn.Module, *, batch: Any = None) -> nn.Module:
         from ..bayes import TurboVBI

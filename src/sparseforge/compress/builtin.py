@@ -28,6 +28,8 @@ from .base import Compressor, register_compressor
 class Magnitude(Compressor):
     """Dense training, then the largest |w| (or the largest-L2-norm filters per layer) are kept."""
 
+    dense_training = True
+
 
 @dataclass(frozen=True)
 class IMPOptions:
@@ -127,9 +129,11 @@ class PruneAtInit(Compressor):
 
 @dataclass(frozen=True)
 class ProxOptions:
-    """``strength`` λ; the prox weight ramps from 0 over ``ramp_frac`` of ``total_steps`` after ``warmup_frac``."""
+    """``strength`` λ (None: 0.5 / ``lr``, the exact k-level WGSEF default, a prox step γ = lr·λ = 0.5; group lasso
+    1.0); the prox weight ramps from 0 over ``ramp_frac`` of ``total_steps`` after ``warmup_frac``."""
 
-    strength: float = 1.0
+    strength: float | None = None
+    lr: float | None = None
     total_steps: int | None = None
     ramp_frac: float = 0.3
     warmup_frac: float = 0.2
@@ -146,10 +150,20 @@ class _ProxCompressor(Compressor):
 
         if not getattr(self, "_map", None) or self._map.model is not model:
             extra = {"k": 1.0 - self.level if self.level > 0 else 1.0, "exact": self.options.exact} if self.prox == "wgsef" else {}
-            self._map = build_prox_map(model, self.prox, weight=self.options.strength, targets=self.modules,
+            self._map = build_prox_map(model, self.prox, weight=self.strength(), targets=self.modules,
                                        grouping=self.structure, include_coupled=self.structure in ("filter", "row"),
                                        **extra)
         return self._map
+
+    def strength(self) -> float:
+        o = self.options
+        if o.strength is not None:
+            return float(o.strength)
+        if self.prox == "wgsef" and o.exact:
+            if not o.lr:
+                raise UserError("WGSEF's default strength is 0.5 / lr: offer lr=<learning rate> (or strength=...)")
+            return 0.5 / o.lr
+        return 1.0
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         from ..optim import weight_decay_groups
@@ -177,6 +191,7 @@ class GroupLassoCompressor(_ProxCompressor):
     """Group lasso λ Σ_g ||θ_g|| by proximal gradient (block soft-thresholding), filter groups."""
 
     prox = "group_lasso"
+    strength_option = "strength"
 
 
 @register_compressor("wgsef_filter", structure="filter", description="WGSEF k-level envelope on filters (prox SGD)")
