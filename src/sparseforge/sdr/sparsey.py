@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataFormatError, UserError
@@ -291,12 +292,12 @@ def normalised_sum(
     """Steps 2-3: ``X_i = (sum_j x[j] W[j, i]) / denom`` for every mac and batch item.
 
     Args:
-        x: Binary afferents ``(B, M, a)``.
+        x: Binary afferents ``(B, M, a)`` (0 / 1).
         W: Weights ``(M, a, C)`` (binary, or decayed values in [0, 1]).
         denom: ``(B, M)`` normaliser (number of active afferents, >= 1 where used).
-        sparse: Multiply as a sparse matrix (only the weight rows of active afferents are read:
-            cost ~ active afferents x C instead of a x C). Exactly equal to the dense product for
-            binary weights (integer sums), equal up to rounding order otherwise.
+        sparse: Sum only the weight rows of active afferents (cost ~ active afferents x C instead
+            of a x C). Exactly equal to the dense product for binary weights (integer sums), equal
+            up to rounding order otherwise.
         nonzero: ``torch.nonzero(x, as_tuple=True)`` when the caller has it.
 
     Returns:
@@ -304,11 +305,11 @@ def normalised_sum(
     """
     B, M, a = x.shape
     if sparse:
-        b_i, m_i, j_i = torch.nonzero(x, as_tuple=True) if nonzero is None else nonzero  # active triples
-        S = torch.sparse_coo_tensor(
-            torch.stack([b_i * M + m_i, m_i * a + j_i]), x[b_i, m_i, j_i], (B * M, M * a), check_invariants=False
-        )  # block-diagonal over macs: row (b, m) reads mac m's weights
-        raw = torch.sparse.mm(S, W.reshape(M * a, -1)).view(B, M, -1)
+        b_i, m_i, j_i = torch.nonzero(x, as_tuple=True) if nonzero is None else nonzero  # active, sorted by (b, m)
+        bags = torch.arange(B * M, device=x.device)
+        offsets = torch.searchsorted(b_i * M + m_i, bags)  # one bag of weight rows per (item, mac)
+        raw = F.embedding_bag(m_i * a + j_i, W.reshape(M * a, -1), offsets, mode="sum")  # (B*M, C)
+        raw = raw.view(B, M, -1)
     else:
         raw = torch.bmm(x.transpose(0, 1), W).transpose(0, 1)  # (B, M, C)
     return raw / denom.unsqueeze(-1)
@@ -563,6 +564,7 @@ class Sparsey(nn.Module):
         gen = torch.Generator().manual_seed(cfg.seed)
         self.generator = gen
         self.n_macs: list[int] = []
+        self._u_mode: list[str] = []  # how each level gathers its U afferents (see _gather_u)
         src_macs: list[list[list[int]]] = []  # per level >= 2: lower macs in each RF
         shape: tuple[int, int] = cfg.input_shape
         for lvl, g in enumerate(cfg.grids):
@@ -584,6 +586,10 @@ class Sparsey(nn.Module):
                 u_lists, cap = _expand_cells(srcs, C_low), [float(len(s) * self.Qs[lvl - 1]) for s in srcs]
                 band = cfg.band_higher
             u_index = _pad(u_lists, n_src)  # (M, aU); index n_src is the constant-zero unit
+            if M == 1 and u_index.shape[1] == n_src and bool((u_index[0] == torch.arange(n_src)).all()):
+                self._u_mode.append("all")
+            else:
+                self._u_mode.append("padded" if bool((u_index == n_src).any()) else "plain")
             self.register_buffer(f"u_index_{lvl}", u_index)
             self.register_buffer(f"cap_{lvl}", torch.tensor(cap))
             self.register_buffer(f"band_{lvl}", torch.tensor(band))
@@ -776,26 +782,19 @@ class Sparsey(nn.Module):
             u = torch.rand((*G.shape, Q), generator=self.generator).to(V.device)  # (B, M, Q) uniforms
             frozen = self._buf("frozen", "U", lvl)  # (M,) past the critical period
             max_v = cfg.frozen_winners == "max_v"
-            if max_v and bool(frozen.all()):
-                winners = argmax_winners(V, prio, Q, K)  # every mac frozen: recognition's winners
+            macs: Tensor | None = None  # macs that draw (None: all)
+            if V.shape[0] == 1:  # one item: only active macs that may still learn draw (the rest recognise)
+                macs = torch.nonzero(active[0] & ~frozen if max_v else active[0]).flatten()
+            if macs is not None and macs.numel() == 0:
+                winners = argmax_winners(V, prio, Q, K)  # every active mac frozen: recognition's winners
+            elif macs is not None and macs.numel() < V.shape[1]:
+                winners = argmax_winners(V, prio, Q, K)
+                winners[:, macs] = self._draw(
+                    lvl, xs, parts, V[:, macs], G[:, macs], u[:, macs], prio[macs], macs, None
+                )
             else:
-                eta = expansivity(G, g_minus=cfg.g_minus, gamma=cfg.gamma, chi=cfg.chi, K=K)  # step 6
-                infl = self._buf("theta", None, lvl) if cfg.mu_form == "java" else cfg.inflection
-                mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
-                rho = cm_probabilities(mu, Q, K)  # step 8, (B, M, Q, K)
-                winners = sample_winners(rho, u)  # step 9
                 frozen_m = frozen if max_v and bool(frozen.any()) else None
-                if cfg.tie_break == "recall":
-                    drawn_key = None
-                    if cfg.tie_order == "fewest_links":  # storing adds the drawn cell's missing links
-                        cells = winners + torch.arange(Q, device=winners.device) * K  # (B, M, Q)
-                        miss = sum(_missing(parts, s, cells) * ~self._buf("frozen", s, lvl)[None, :, None] for s in xs)
-                        if frozen_m is not None:
-                            miss = miss * ~frozen_m[None, :, None]  # frozen macs: recognition's keys
-                        drawn_key = prio.flatten(-2).expand(*cells.shape[:-1], -1).gather(-1, cells) - miss
-                    winners = learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key, frozen=frozen_m)
-                elif frozen_m is not None:
-                    winners = torch.where(frozen_m[None, :, None], argmax_winners(V, prio, Q, K), winners)
+                winners = self._draw(lvl, xs, parts, V, G, u, prio, None, frozen_m)
         else:
             if cfg.backoff and len(xs) > 1:
                 V, G = self._backoff(lvl, xs, V, G, active)
@@ -806,6 +805,47 @@ class Sparsey(nn.Module):
                 raise RuntimeError("learning is sequential: present one item at a time")
             self._hebbian_(lvl, xs, codes[0], active[0], V[0], G[0], parts)
         return codes, G, active
+
+    def _draw(
+        self,
+        lvl: int,
+        xs: dict[str, Tensor],
+        parts: dict[str, Tensor],
+        V: Tensor,
+        G: Tensor,
+        u: Tensor,
+        prio: Tensor,
+        macs: Tensor | None,
+        frozen_m: Tensor | None,
+    ) -> Tensor:
+        """Steps 6-9 for the macs ``macs`` of ``lvl`` (``V``, ``G``, ``u``, ``prio`` already restricted
+        to them; None = all macs): learning winners ``(B, m, Q)``. ``frozen_m``: macs among them that
+        take recognition's winner."""
+        cfg, Q, K = self.config, self.Qs[lvl], self.Ks[lvl]
+        eta = expansivity(G, g_minus=cfg.g_minus, gamma=cfg.gamma, chi=cfg.chi, K=K)  # step 6
+        infl = cfg.inflection
+        if cfg.mu_form == "java":
+            theta = self._buf("theta", None, lvl)
+            infl = theta if macs is None else theta[macs]
+        mu = win_likelihood(V, eta, slope=cfg.slope, inflection=infl, form=cfg.mu_form)  # step 7
+        winners = sample_winners(cm_probabilities(mu, Q, K), u)  # steps 8-9
+        if cfg.tie_break == "recall":
+            drawn_key = None
+            if cfg.tie_order == "fewest_links":  # storing adds the drawn cell's missing links
+                cells = winners + torch.arange(Q, device=winners.device) * K  # (B, m, Q)
+                sub = {k: (v if macs is None else v[:, macs]) for k, v in parts.items() if not k.endswith("_nz")}
+                miss = 0.0
+                for s in xs:
+                    writable = ~self._buf("frozen", s, lvl)
+                    writable = writable if macs is None else writable[macs]
+                    miss = miss + _missing(sub, s, cells) * writable[None, :, None]
+                if frozen_m is not None:
+                    miss = miss * ~frozen_m[None, :, None]  # frozen macs: recognition's keys
+                drawn_key = prio.flatten(-2).expand(*cells.shape[:-1], -1).gather(-1, cells) - miss
+            return learning_winners(V, winners, prio, Q, K, drawn_key=drawn_key, frozen=frozen_m)
+        if frozen_m is not None:
+            return torch.where(frozen_m[None, :, None], argmax_winners(V, prio, Q, K), winners)
+        return winners
 
     def _backoff(self, lvl: int, xs: dict[str, Tensor], V: Tensor, G: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
         """Section 2.4 backoff: first signal subset (HUD, HU, UD, HD, U, H, D) with G >= G_b."""
@@ -916,7 +956,7 @@ class Sparsey(nn.Module):
         out_codes: list[list[Tensor]] = [[] for _ in range(L)]
         out_G: list[list[Tensor]] = [[] for _ in range(L)]
         for t in range(T):
-            src = torch.cat([seq[:, t], zero], 1)  # (B, N+1), last unit is constant zero
+            src = seq[:, t]  # (B, N) sources of level 1, then the codes of the level below
             new_cells: list[Tensor] = []
             for lvl in range(L):
                 P = cfg.level_persistence(lvl)
@@ -925,16 +965,17 @@ class Sparsey(nn.Module):
                     if stored_out is not None:
                         stored_out[lvl].append(torch.zeros(B, self.n_macs[lvl], dtype=torch.bool, device=dev))
                 else:
-                    xs = {"U": src[:, self._buf("u_index", None, lvl)]}  # (B, M, aU)
+                    xs = {"U": self._gather_u(lvl, src, zero)}  # (B, M, aU)
+                    stored = stored_out is not None
                     if sequence and cfg.use_h and prev_cells[lvl] is not None:
                         h_src = torch.cat([prev_cells[lvl], zero], 1)
                         xs["H"] = h_src[:, self._buf("h_index", None, lvl)]
                     if sequence and cfg.use_d and lvl + 1 < L and prev_cells[lvl + 1] is not None:
                         d_src = torch.cat([prev_cells[lvl + 1], zero], 1)
                         xs["D"] = d_src[:, self._buf("d_index", None, lvl)]
-                    writable = ~self._buf("frozen", "U", lvl).clone()  # before this frame's update
+                    writable = ~self._buf("frozen", "U", lvl) if stored else None  # before this frame's update
                     codes, G, active = self._level_step(lvl, xs, learn=learn, update=update)
-                    if stored_out is not None:
+                    if stored_out is not None and writable is not None:
                         stored_out[lvl].append(active & writable & (G < 1.0))
                 assert codes is not None and G is not None
                 cells = codes_to_cells(codes, self.Ks[lvl])  # (B, M*C)
@@ -942,9 +983,18 @@ class Sparsey(nn.Module):
                 prev_codes[lvl], prev_G[lvl] = codes, G
                 out_codes[lvl].append(codes)
                 out_G[lvl].append(G)
-                src = torch.cat([cells, zero], 1)
+                src = cells
             prev_cells = list(new_cells)
         return [torch.stack(c, 1) for c in out_codes], [torch.stack(g, 1) for g in out_G]
+
+    def _gather_u(self, lvl: int, src: Tensor, zero: Tensor) -> Tensor:
+        """Bottom-up afferents ``(B, M, a_U)`` of ``lvl`` from its sources ``(B, N)``."""
+        mode = self._u_mode[lvl]
+        if mode == "all":  # one mac whose RF is every source, in order
+            return src.unsqueeze(1)
+        if mode == "padded":  # index N is the constant-zero unit
+            src = torch.cat([src, zero], 1)
+        return src[:, self._buf("u_index", None, lvl)]
 
     def _top(self, codes: Tensor, G: Tensor) -> tuple[Tensor, Tensor]:
         """Top-level codes (..., M, Q) -> (..., M*Q) and familiarity (..., M) -> (...)."""
