@@ -10,7 +10,8 @@ plus a top mac Q=4, K=64, lambda_U=10 over all of level 1), one pass over 1,000 
   over ``--seeds``); learning time of one pass on one thread, for the whole model, for level 1 alone,
   and for level 1 with the settings before the fixes (sampled ties, priority order, band 0.1-0.3),
   all side by side in this process (ratios), and per item for the first vs the last 100 items;
-- recall of learned codes just after learning and at the end (over items stored with G < 1);
+- recall of learned codes just after learning and at the end (over items stored with G < 1), and
+  the same for level 1 with the settings before the fixes;
   the new-user check (default ``SparseyConfig``: learn one item, present it at once) on random
   sparse 16x16 patterns and binarised digits, before and after the tie-break fix;
 - top-mac familiarity of stored vs novel vs random images (ROC AUC);
@@ -60,7 +61,7 @@ def main() -> None:
     t_start = time.perf_counter()
     acc: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {"model": [], "level1": [], "level1_before_fix": []}
-    first, last, other = [], [], {}
+    first, last, other, before_fix = [], [], {}, {}
     for seed in args.seeds:
         cfg = SparseyRecipeConfig(seed=seed)
         before = SparseyRecipeConfig(seed=seed, tie_order="priority", band=(0.1, 0.3))
@@ -73,6 +74,10 @@ def main() -> None:
             if name == "model":
                 first.append(statistics.mean(per[:100]))
                 last.append(statistics.mean(per[-100:]))
+        rb = E.image_memory(_before(before), xtr, ytr, xte, yte, seed=seed, kinds=("count", "nn_overlap", "svm"))
+        for k in ("acc_count", "acc_nn_overlap", "acc_svm", "recall_now_items", "recall_end_items",
+                  "recall_end_L1_stored", "cm_match_end_L1_stored"):  # fmt: skip
+            before_fix.setdefault(k, []).append(rb["summary"][k])
         r = E.image_memory(image_model(cfg, (16, 16)), xtr, ytr, xte, yte, seed=seed)
         for k, v in r["acc"].items():
             acc.setdefault(k, []).append(v)
@@ -80,7 +85,7 @@ def main() -> None:
         acc.setdefault("knn_pixels_k3", []).append(pixel_knn_accuracy(xtr, ytr, xte, yte, k=3))
         s = r["summary"]
         for k in ("recall_now_items", "recall_end_items", "recall_end_L1_stored", "cm_match_end_L1_stored",
-                  "familiarity_G_seen", "familiarity_G_novel", "familiarity_G_random",
+                  "recall_end_top", "recall_end_top_stored", "familiarity_G_seen", "familiarity_G_novel", "familiarity_G_random",
                   "familiarity_auc_seen_vs_novel", "familiarity_auc_seen_vs_random"):  # fmt: skip
             other.setdefault(k, []).append(s[k])
     med = {k: round(statistics.median(v), 4) for k, v in acc.items()}
@@ -110,6 +115,7 @@ def main() -> None:
         "ratio_learn_time_level1_to_level1_before_fix": round(tmed["level1"] / tmed["level1_before_fix"], 3),
         "per_item_ms_first100_vs_last100": [round(1e3 * statistics.median(first), 3), round(1e3 * statistics.median(last), 3)],
         "recall_and_familiarity_median": {k: round(statistics.median(v), 4) for k, v in other.items()},
+        "level1_before_fix_median": {k: round(statistics.median(v), 4) for k, v in before_fix.items()},
         "new_user_recall_now": now,
         "new_user_recall_end": {f"{r['data']}/{r['config']}": round(r["recall_end"], 4) for r in probe},
         "sequence_capacity": capacity,

@@ -41,7 +41,7 @@ CAPACITY_VARIANTS = {"before": ("sampled ties (before)", BEFORE_FIX), "priority"
 
 @dataclass
 class SparseyRecipeConfig(RecipeConfig):
-    """Config of the ``sparsey`` recipe (the image model is the recipe's measured digits setup).
+    """Config of the ``sparsey`` recipe (defaults: the digits setup tuned on this machine class).
 
     Attributes:
         image_data: "digits" (bundled), "mnist" (IDX files under ``data_dir``) or "none".

@@ -386,6 +386,8 @@ def image_memory(
         "learn_time_s": res.learn_seconds,
         "recall_now_items": items["exact_now"],
         "recall_end_items": items["exact_end"],
+        "recall_end_top": items["top_exact_end"],
+        "recall_end_top_stored": items["top_exact_stored_end"],
         "recall_end_L1_stored": L1["exact_stored_end"],
         "cm_match_end_L1_stored": L1["cm_match_stored_end"],
         "L1_stored_frac": L1["stored_frac"],

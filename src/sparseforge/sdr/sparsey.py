@@ -541,7 +541,12 @@ class Sparsey(nn.Module):
     Inputs are images ``(B, H, W)``, ``(B, 1, H, W)`` or one ``(H, W)``; pixels above
     ``config.binarize_threshold`` are on. Sequences are ``(T, H, W)`` or ``(B, T, H, W)``.
     When the top level has several macs, top-level codes are their concatenation
-    ``(batch, M_top * Q)`` and familiarity is the mean G over the active top macs.
+    ``(batch, M_top * Q)`` and familiarity is the mean G over the active top macs. ``Q`` and ``K``
+    may differ per level (``net.Qs``, ``net.Ks``; ``net.Q`` / ``net.K`` are level 1's); ``Q`` in
+    ``(batch, Q)`` is the top level's.
+
+    Ground truth for recall metrics: :meth:`learn_trace` / :meth:`learn_sequence_trace` return the
+    learned codes, the G each mac saw and which macs stored the item (active, not frozen, G < 1).
     """
 
     def __init__(self, config: SparseyConfig | None = None) -> None:
