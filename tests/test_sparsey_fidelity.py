@@ -126,9 +126,10 @@ def test_large_rf_top_mac_learns_the_same_either_way(monkeypatch):
     assert torch.equal(b.learn(X), ca) and torch.equal(a.W_U_1, b.W_U_1)
 
 
-def test_incremental_saturation_and_links_match_weights(tmp_path):
+@pytest.mark.parametrize("decay", ["off", "sparseypy"])
+def test_incremental_saturation_and_links_match_weights(tmp_path, decay):
     X = E.random_sparse(25, (16, 16), 30, seed=8)
-    net = Sparsey(SparseyConfig(tie_order="fewest_links"))
+    net = Sparsey(SparseyConfig(tie_order="fewest_links", decay=decay))
     net.learn_sequence(X.view(5, 5, 16, 16))
     for lvl, s in itertools.product(range(2), "UHD"):
         W = net._buf("W", s, lvl)
