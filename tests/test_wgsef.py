@@ -61,10 +61,11 @@ def test_compaction_of_wgsef_model_is_exact():  # §7.23-7.24 on a WGSEF-pruned 
     from sparseforge import compact
     from sparseforge.models import create_model
     from sparseforge.optim import build_prox_map, project_top_k_
+    from sparseforge.targeting import structured_targets
 
     torch.manual_seed(0)
     model = create_model("lenet5").eval()
-    pm = build_prox_map(model, "wgsef", weight=1.0, k=0.5)
+    pm = build_prox_map(model, "wgsef", weight=1.0, k=0.5, targets=structured_targets(model, example_inputs=torch.randn(2, 1, 8, 8)))
     project_top_k_(pm)
     x = torch.randn(4, 1, 8, 8)
     small = compact(model, x)

@@ -71,7 +71,7 @@ def _train(model: nn.Module, data: Any, opt: torch.optim.Optimizer, epochs: int,
     test = make_loader(data.test, 512, shuffle=False)
     ev = EvalCallback(lambda m: {"test_acc": evaluate_accuracy(m, test, device)}, every=max(1, epochs // 4))
     fit(model, loader, opt, loss_fn=F.cross_entropy, epochs=epochs, penalty_fn=penalty_fn,
-        callbacks=[*callbacks, ev], run=run, series=series, device=device, desc=series or "train")
+        callbacks=[*callbacks, ev], run=run, series=series, device=device, desc=series or "train", stateful=())
 
 
 def compress_and_finetune(

@@ -164,6 +164,10 @@ class WindowSampler:
     def __len__(self) -> int:
         return self.batches_per_epoch
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass the ``epoch``-th one (what a resumed training calls before continuing)."""
+        self._epoch = int(epoch)
+
     def batch(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(0, self.tokens.numel() - self.T - 1, (self.B,), generator=g)  # (B,)
         offs = starts[:, None] + torch.arange(self.T + 1)  # (B, T+1)

@@ -106,9 +106,11 @@ def train_classifier(
     device: str = "cpu",
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     eval_every: int = 1,
+    extra_stateful: tuple[Any, ...] = (),
 ) -> dict[str, Any]:
     """Train with SGD (cosine LR) and evaluate test accuracy every ``eval_every`` epochs.
 
+    Resumable mid-stage (``fit(stateful=...)``: the augmentation generator and ``extra_stateful``).
     Returns ``{"test_acc": final, "history": [...], "optimizer": opt}``.
     """
     loader = make_loader(data.train, batch_size, shuffle=True, seed=seed)
@@ -141,6 +143,7 @@ def train_classifier(
         series=series,
         device=device,
         desc=series or "train",
+        stateful=(gen, *extra_stateful),
     )
     acc = evaluate_accuracy(model, test_loader, device)
     return {"test_acc": acc, "history": state.history, "optimizer": optimizer}

@@ -53,6 +53,8 @@ class CompareConfig(RecipeConfig):
     """
 
     file_datasets: ClassVar[tuple[str, ...]] = ("mnist", "fashion_mnist", "cifar10")
+    limits: ClassVar[dict[str, Any]] = {"latency_repeats": (1, 10_000), "latency_blocks": (1, 100),
+                                        "calibration_steps": (0, 20)}
 
     model: str = "lenet5"
     dataset: str = "digits"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -63,6 +63,7 @@ class MagnitudeConfig(RecipeConfig):
     """
 
     file_datasets: ClassVar[tuple[str, ...]] = ("mnist", "fashion_mnist", "cifar10")
+    limits: ClassVar[dict[str, Any]] = {"latency_repeats": (1, 10_000)}
 
     model: str = "lenet5"
     dataset: str = "digits"

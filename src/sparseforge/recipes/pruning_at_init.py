@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -60,6 +60,7 @@ class PruningAtInitConfig(RecipeConfig):
     dense_baseline: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
     threads: int | None = 1  # tiny models: one intra-op thread is fastest
+    limits: ClassVar[dict[str, Any]] = {"synflow_rounds": (1, 10_000)}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,12 +180,14 @@ def run(cfg: PruningAtInitConfig, run: Run) -> dict[str, Any]:
     zeros_ok = True
     for mn in cfg.models:
         if cfg.dense_baseline:
-            vals = [_one(cfg, data, mn, None, 0.0, s, run)["test_acc"] for s in seeds]
+            vals = [run.cached(f"{mn}-dense-s{s}", lambda s=s, mn=mn: _one(cfg, data, mn, None, 0.0, s, run))["test_acc"]
+                    for s in seeds]  # every training is a stage: --resume skips finished ones
             dense[mn] = statistics.fmean(vals)
             rows.append({"model": mn, "method": "dense", "sparsity": 0.0, "test_acc": round(dense[mn], 4)})
         for meth in cfg.methods:
             for k in cfg.sparsities:
-                res = [_one(cfg, data, mn, meth, k, s, run) for s in seeds]
+                res = [run.cached(f"{mn}-{meth}-k{k:g}-s{s}", lambda s=s, mn=mn, meth=meth, k=k: _one(cfg, data, mn, meth, k, s, run))
+                       for s in seeds]
                 acc[(mn, meth, k)] = [r["test_acc"] for r in res]
                 zeros_ok &= all(r["zeros_ok"] for r in res)
                 if k == max(cfg.sparsities):

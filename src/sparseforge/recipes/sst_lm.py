@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -122,6 +122,10 @@ class SSTLMConfig(RecipeConfig):
     final_eval_tokens: int = 131_072
     measure_memory: bool = True
     sst_ablations: tuple[str, ...] = ()
+    limits: ClassVar[dict[str, Any]] = {"max_bytes": (1_000, 10**10), "eval_tokens": (1, 10**9),
+                                        "final_eval_tokens": (1, 10**10), "rank": (0, 65_536), "sst_T3": (1, 10_000_000),
+                                        "relora_reset_every": (1, 10_000_000), "galore_proj_gap": (1, 10_000_000),
+                                        "eval_every": (1, 10_000_000)}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -36,7 +36,7 @@ import copy
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,10 @@ class TurboVbiConfig(RecipeConfig):
             ``iid_search_steps`` trainings (accepting ``iid_tolerance`` relative error).
         latency_batch, latency_repeats, latency_blocks: the timing set-up.
     """
+
+    data_dirs: ClassVar[dict[str, Any]] = {"mnist_dir": ("datasets", ("mnist", "fashion_mnist")),
+                                           "cifar10_dir": ("datasets", ("cifar10",))}
+    limits: ClassVar[dict[str, Any]] = {"rounds": (1, 10_000), "epochs_per_round": (1, 10_000), "bp_iters": (1, 10_000)}
 
     models: tuple[str, ...] = ("digits_mlp", "lenet5")
     datasets: tuple[str, ...] = ("digits",)
@@ -141,8 +145,15 @@ PRESETS = {
 
 @recipe("turbo-vbi", config=TurboVbiConfig, presets=PRESETS,
         help="digits MLP / LeNet-5: Turbo-VBI (MRF support prior) vs i.i.d. prior vs magnitude, structure + compacted speed",
-        headline=("acc/turbo", "acc/turbo_iid", "compression_rate/turbo", "neuron_sparsity/turbo",
-                  "neuron_sparsity/turbo_iid", "run_count/turbo", "run_count/turbo_iid", "latency_ms/turbo"))
+        claim=("The three-layer hierarchical prior with an MRF over each layer's support prunes in a regular structure "
+               "(whole neurons, contiguous runs) at the same compression rate as an i.i.d. prior, keeping accuracy, "
+               "so the compacted network is smaller and faster."),
+        headline=("acc/turbo", "acc/turbo_iid", "acc/magnitude", "compression_rate/turbo", "neuron_sparsity/turbo",
+                  "neuron_sparsity/turbo_iid", "run_count/turbo", "run_count/turbo_iid"),
+        goal="run_count/turbo < run_count/turbo_iid and neuron_sparsity/turbo > neuron_sparsity/turbo_iid",
+        goal_text="the MRF prior gives fewer runs per neuron and more whole neurons removed than the i.i.d. prior",
+        key_figure="support_digits_mlp",
+        paper_note="the paper reports more regular structure than its baselines at better accuracy (no numbers here)")
 def run(cfg: TurboVbiConfig, run: Run) -> dict:
     summary: dict[str, Any] = {"kl_weight": cfg.kl_weight, "kappa": cfg.kappa}
     rows: list[dict[str, Any]] = []
@@ -198,7 +209,7 @@ def _run_model(cfg: TurboVbiConfig, run: Run, name: str, dataset: str) -> dict[s
         if epochs > 0:
             ev = EvalCallback(lambda m: {"test_acc": evaluate_accuracy(m, test, cfg.device)}, every=max(1, epochs // 10))
             fit(model, loader, opt, loss_fn=F.cross_entropy, penalty_fn=penalty, epochs=epochs,
-                callbacks=[*callbacks, ev], run=run, series=tag(series), device=cfg.device, desc=tag(series))
+                callbacks=[*callbacks, ev], run=run, series=tag(series), device=cfg.device, desc=tag(series), stateful=())
         return {"state": copy.deepcopy(model.state_dict()), "opt": opt.state_dict(),
                 "acc": evaluate_accuracy(model, test, cfg.device)}
 
@@ -208,7 +219,7 @@ def _run_model(cfg: TurboVbiConfig, run: Run, name: str, dataset: str) -> dict[s
         acc0 = evaluate_accuracy(model, test, cfg.device)
         if cfg.finetune_epochs > 0:
             fit(model, loader, opt, loss_fn=F.cross_entropy, epochs=cfg.finetune_epochs, run=run, series=tag(series),
-                device=cfg.device, desc=tag(series))
+                device=cfg.device, desc=tag(series), stateful=())
         ms.bake()
         return {"state": copy.deepcopy(model.state_dict()), "acc": evaluate_accuracy(model, test, cfg.device),
                 "acc_before_finetune": acc0}

@@ -107,6 +107,7 @@ class WgsefConfig(RecipeConfig):
     """
 
     file_datasets: ClassVar[tuple[str, ...]] = ("mnist", "fashion_mnist", "cifar10")
+    limits: ClassVar[dict[str, Any]] = {"gl_search_steps": (1, 50), "latency_repeats": (1, 10_000)}
 
     model: str = "lenet5"
     dataset: str = "digits"
