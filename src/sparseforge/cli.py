@@ -101,13 +101,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .registry import METHODS, RECIPES
 
     if args.what == "methods":
+        from .registry import FAMILIES
+
         entries = METHODS.entries()
         width = max((len(e.name) for e in entries), default=0)
         for fam in sorted({str(e.meta.get("family", "")) for e in entries}):
+            desc = FAMILIES.get(fam).description if fam in FAMILIES else ""
+            print(f"{fam}: {desc}".rstrip(": "))
             for e in entries:
                 if str(e.meta.get("family", "")) == fam:
-                    doc = (getattr(e.obj, "__doc__", None) or "").strip().splitlines()
-                    print(f"{fam:<12} {e.name:<{width}}  {doc[0] if doc else ''}".rstrip())
+                    print(f"  {e.name:<{width}}  {e.description}".rstrip())
+            if fam == "compressor":
+                print(f"  {'(scorers)':<{width}}  every scorer below is also a compressor: pruning at initialisation")
         return 0
     entries = RECIPES.entries()
     width = max((len(e.name) for e in entries), default=0)

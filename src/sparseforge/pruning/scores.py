@@ -180,8 +180,10 @@ def hessian_gradient_product(model: nn.Module, params: dict[str, nn.Parameter], 
 
 def grasp(model: nn.Module, params: dict[str, nn.Parameter], *, batch: Any = None, loss_fn: LossFn | None = None,
           temperature: float = 200.0, normalize: bool = True, **_: Any) -> dict[str, torch.Tensor]:
-    """GraSP importance ``theta * Hg`` (= -S_GraSP of the paper; keeping the largest importance removes the
-    weights whose removal most reduces gradient flow, i.e. the largest S_GraSP)."""
+    """GraSP importance theta * Hg (= -S_GraSP: keeping the largest removes the largest S_GraSP, the paper's rule).
+
+    Keeping the largest importance removes the weights whose removal most reduces gradient flow.
+    """
     hg = hessian_gradient_product(model, params, batch=batch, loss_fn=loss_fn, temperature=temperature)
     out = {n: (params[n].detach() * hg[n]).double() for n in params}
     if normalize:
