@@ -176,8 +176,9 @@ class Analysis:
 
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Join the channels of ``a`` and ``b`` element-wise (same shape, or broadcastable)."""
-        a, b = torch.broadcast_tensors(a.detach(), b.detach())
-        a, b = a.reshape(-1).cpu(), b.reshape(-1).cpu()
+        a, b = torch.broadcast_tensors(a.detach().cpu(), b.detach().cpu())
+        ab = _compress(torch.stack([a, b]), start=1)
+        a, b = ab[0].reshape(-1), ab[1].reshape(-1)
         differ = a != b
         if not bool(differ.any()):
             return
@@ -384,9 +385,14 @@ class Analysis:
         keep[label[0]] = True
         why: dict[int, str] = {}
 
+        noted = torch.zeros(n_comp, dtype=torch.bool)
+
         def note(comps: torch.Tensor, reason: str) -> None:
-            for c in torch.unique(comps).tolist():
-                why.setdefault(c, reason)
+            fresh = torch.unique(comps)
+            fresh = fresh[~noted[fresh]]
+            noted[fresh] = True
+            for c in fresh.tolist():
+                why[c] = reason
 
         for ids, reason, hard in self.pins:
             if hard or not self.structural:
@@ -398,42 +404,75 @@ class Analysis:
                 keep[bad] = True
                 note(bad, reason)
         removable = cand & ~keep
-        for _ in range(1000):
-            removed = removable[label]
-            vetoes: list[tuple[torch.Tensor, str]] = []
-            for node, m in self.mirrors():
-                vetoes += _product_vetoes(m.ids, removed, self.where(node) if node.op == "call_function" else "")
-            for fn in self.constraints:
-                vetoes += fn(removed)
-            vetoes = [(v.reshape(-1).cpu(), r) for v, r in vetoes if v.numel()]
+
+        def apply(vetoes: list[tuple[torch.Tensor, str]]) -> bool:
             changed = False
             for ids, reason in vetoes:
-                comps = label[ids]
-                newly = comps[removable[comps]]
+                comps = label[ids.reshape(-1).cpu()]
+                newly = torch.unique(comps[removable[comps]])
                 if newly.numel():
                     removable[newly] = False
                     note(newly, reason)
                     changed = True
-            if not changed:
+            return changed
+
+        # Vetoes in tiers, so that the arbitrary ones (which channel stays in an emptied tensor) see
+        # the state the specific ones (whole heads, equal groups, whole slices) settle on.
+        # the tensors that can lose elements at all, with dims along which ids do not vary squeezed
+        mirrors = []
+        for node, m in self.mirrors():
+            if m.ids.numel():
+                ids = _compress(m.ids.cpu())
+                if bool(removable[label[ids.reshape(-1)]].any()):
+                    mirrors.append((node, ids))
+        for _ in range(10000):
+            removed = removable[label]
+            if apply([v for fn in self.constraints for v in fn(removed)]):
+                continue
+            if apply([v for node, m in mirrors for v in _product_vetoes(m, removed, lambda n=node: self._where_any(n))]):
+                continue
+            if not apply([v for node, m in mirrors for v in _keep_one(m, removed, lambda n=node: self._where_any(n))]):
                 break
         self.removed = removable[label]
         self.reasons = why
         return self.removed
+
+    def _where_any(self, node: fx.Node) -> str:
+        if node.op == "call_function":
+            return self.where(node)
+        if node.op == "get_attr":
+            return f"parameter '{node.target}'"
+        return f"input '{node.name}'"
 
     def reason_of(self, ids: torch.Tensor) -> list[str]:
         assert self.label is not None
         return [self.reasons.get(int(c), "a live channel joins it") for c in self.label[ids.cpu()]]
 
 
-def _product_vetoes(ids: torch.Tensor, removed: torch.Tensor, where: str) -> list[tuple[torch.Tensor, str]]:
-    """Ids whose removal in this tensor would not be whole slices; one id if everything would go."""
+def _compress(t: torch.Tensor, *, start: int = 0) -> torch.Tensor:
+    """``t`` with every dim (from ``start``) along which it does not vary reduced to size 1."""
+    for d in range(start, t.dim()):
+        if t.shape[d] > 1:
+            first = t.narrow(d, 0, 1)
+            if bool((first == t).all()):
+                t = first
+    return t
+
+
+def _keep_one(ids: torch.Tensor, removed: torch.Tensor, where: Callable[[], str]) -> list[tuple[torch.Tensor, str]]:
+    """The first id of a tensor whose every element would go (so that no tensor becomes empty)."""
+    if ids.numel() == 0 or not bool(removed[ids.reshape(-1).cpu()].all()):
+        return []
+    return [(ids.reshape(-1)[:1], f"one channel is kept so that {where()} is not empty")]
+
+
+def _product_vetoes(ids: torch.Tensor, removed: torch.Tensor, where: Callable[[], str]) -> list[tuple[torch.Tensor, str]]:
+    """Ids whose removal in this tensor would not be whole slices (a ragged tensor)."""
     if ids.numel() == 0:
         return []
     rm = removed[ids.reshape(-1).cpu()].view(ids.shape)
-    if not bool(rm.any()):
+    if not bool(rm.any()) or bool(rm.all()):
         return []
-    if bool(rm.all()):
-        return [(ids.reshape(-1)[:1], f"one channel is kept so that {where or 'a tensor'} is not empty")]
     implied = torch.zeros_like(rm)
     for d in range(rm.dim()):
         others = [k for k in range(rm.dim()) if k != d]
@@ -441,7 +480,7 @@ def _product_vetoes(ids: torch.Tensor, removed: torch.Tensor, where: str) -> lis
         implied |= whole
     bad = rm & ~implied
     if bool(bad.any()):
-        return [(torch.unique(ids.cpu()[bad]), f"removing it would leave a ragged tensor at {where or 'a tensor'}")]
+        return [(torch.unique(ids.cpu()[bad]), f"removing it would leave a ragged tensor at {where()}")]
     return []
 
 
