@@ -282,6 +282,13 @@ class Run:
             save_checkpoint(out, p)
             if prog.exists():
                 shutil.rmtree(prog, ignore_errors=True)
+            for d in (prog, *prog.parents):  # empty parent folders go too, up to checkpoints/progress
+                if d == self.progress_root.parent:
+                    break
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         return out
 
     # --- used by fit(): mid-stage checkpoints ---------------------------------------------
