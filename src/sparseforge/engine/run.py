@@ -285,6 +285,8 @@ class Run:
             for d in (prog, *prog.parents):  # empty parent folders go too, up to checkpoints/progress
                 if d == self.progress_root.parent:
                     break
+                if not d.exists():
+                    continue
                 try:
                     d.rmdir()
                 except OSError:
