@@ -15,7 +15,8 @@ binarised digits learned once and presented again at once, before / after the ti
 **sequences** (recall of stored random-frame sequences against their number), **videos**
 (moving shapes or frame folders: direction of motion from the last-frame codes, chain recall).
 
-Measured on the shared 2-core machine at threads=1: ``smoke`` ~9 s, ``quick`` ~50 s.
+Measured at threads=1 on the shared 2-core machine (load ~5): ``smoke`` 13 s wall (5 s CPU), ``quick``
+63 s wall (28 s CPU, so about 30 s on an idle machine); ``paper`` needs MNIST and frame folders.
 """
 
 from __future__ import annotations
