@@ -10,6 +10,7 @@ plus a top mac Q=4, K=64, lambda_U=10 over all of level 1), one pass over 1,000 
   over ``--seeds``); learning time of one pass on one thread, for the whole model, for level 1 alone,
   and for level 1 with the settings before the fixes (sampled ties, priority order, band 0.1-0.3),
   all side by side in this process (ratios), and per item for the first vs the last 100 items;
+  recognition throughput (codes per second at batch 1 and 256);
 - recall of learned codes just after learning and at the end (over items stored with G < 1), and
   the same for level 1 with the settings before the fixes;
   the new-user check (default ``SparseyConfig``: learn one item, present it at once) on random
@@ -63,7 +64,7 @@ def main() -> None:
     t_start = time.perf_counter()
     acc: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {"model": [], "level1": [], "level1_before_fix": []}
-    first, last, other, before_fix = [], [], {}, {}
+    first, last, other, before_fix, codes_per_s = [], [], {}, {}, {}
     for seed in args.seeds:
         cfg = SparseyRecipeConfig(seed=seed)
         before = SparseyRecipeConfig(seed=seed, tie_order="priority", band=(0.1, 0.3))
@@ -82,7 +83,15 @@ def main() -> None:
         for k in ("acc_count", "acc_nn_overlap", "acc_svm", "recall_now_items", "recall_end_items",
                   "recall_end_L1_stored", "cm_match_end_L1_stored"):  # fmt: skip
             before_fix.setdefault(k, []).append(rb["summary"][k])
-        r = E.image_memory(image_model(cfg, (16, 16)), xtr, ytr, xte, yte, seed=seed)
+        net = image_model(cfg, (16, 16))
+        r = E.image_memory(net, xtr, ytr, xte, yte, seed=seed)
+        if seed == args.seeds[0]:  # recognition throughput (codes per second) of the learned model
+            for bs in (1, 256):
+                n = 64 if bs == 1 else 512
+                t = time.perf_counter()
+                for i in range(0, n, bs):
+                    net.encode_levels(xte[i : i + bs])
+                codes_per_s[f"batch_{bs}"] = round(n / (time.perf_counter() - t), 1)
         for k, v in r["acc"].items():
             acc.setdefault(k, []).append(v)
         acc.setdefault("knn_pixels_k1", []).append(r["knn_pixels"])
@@ -125,6 +134,7 @@ def main() -> None:
         "ratio_learn_time_model_to_level1_before_fix": round(tmed["model"] / tmed["level1_before_fix"], 3),
         "ratio_learn_time_level1_to_level1_before_fix": round(tmed["level1"] / tmed["level1_before_fix"], 3),
         "per_item_ms_first100_vs_last100": [round(1e3 * statistics.median(first), 3), round(1e3 * statistics.median(last), 3)],
+        "codes_per_s": codes_per_s,
         "recall_and_familiarity_median": {k: round(statistics.median(v), 4) for k, v in other.items()},
         "level1_before_fix_median": {k: round(statistics.median(v), 4) for k, v in before_fix.items()},
         "new_user_recall_now": now,
