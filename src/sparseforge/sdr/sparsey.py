@@ -24,11 +24,12 @@ over a batch:
 6. expansivity: G' = max(0, (G - G_minus) / (1 - G_minus));  eta = 1 + G'**gamma * chi * K
 7. likelihood:  mu_i = (eta - 1) * logistic(s (V_i - V*)) + 1                  in [1, eta]
 8. per CM:      rho_i = mu_i / sum_{j in CM(i)} mu_j
-9. winners:     learning draws one cell per CM from rho; recognition takes argmax V, ties to a
-                fixed seeded priority. A learning draw that would tie at full support (V = 1)
-                with cells of higher priority after storing yields to recognition's choice, so a
-                just-stored item is recalled with its stored code (``tie_break="recall"``);
-                a mac past its critical period takes recognition's winners while learning
+9. winners:     learning draws one cell per CM from rho; recognition takes argmax V, ties to the
+                cell with the fewest learned links, then a fixed seeded priority
+                (``tie_order``). A learning draw that would tie at full support (V = 1) with cells
+                that win that tie-break after storing yields to recognition's choice, so a
+                just-stored item is recalled with its stored code (``tie_break="recall"``); a mac
+                past its critical period takes recognition's winners while learning
                 (``frozen_winners="max_v"``).
 10. learning:   W_X[j, i] = 1 for every active afferent j and winner i (single trial); a mac
                 whose weight saturation (fraction of ones) exceeds theta_freeze of its level
@@ -36,8 +37,9 @@ over a batch:
 
 Everything runs under ``torch.no_grad``; there is no autograd. Learning is sequential (each item
 sees the weights left by the previous one, so a batch is learned item by item, vectorised over
-macs), encoding and familiarity are batched. One item at a time, the raw sums gather only the
-weight rows of active afferents (cost ~ active inputs x cells, not RF size x cells).
+macs, and only active macs that may still learn draw), encoding and familiarity are batched.
+Over large receptive fields the raw sums add only the weight rows of active afferents (cost ~
+active inputs x cells, not RF size x cells).
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ _PER_LEVEL: dict[str, type] = {
 class SparseyConfig:
     """Hyperparameters of a Sparsey network.
 
-    The defaults are the generic values of the authors' public CSA descriptions; the default network for a 16x16 input has level 1 = 4x4 macs with 7x7 windows and level 2 =
-    one mac whose RF is all level-1 macs, so the top level is a single mac (reconstructed default).
+    The defaults are the generic values of the authors' public CSA descriptions. The default
+    network for a 16x16 input has level 1 = 4x4 macs with 7x7 windows and level 2 = one mac whose
+    RF is all level-1 macs, so the top level is a single mac (reconstructed default).
 
     Attributes:
         input_shape: (H, W) of the binary input image.
@@ -105,7 +108,7 @@ class SparseyConfig:
             per CM stores more items before its cells' input unions blur familiarity).
         band_l1: (pi_lo, pi_hi) gate band of level 1 as fractions of the RF size
             (reconstructed default (0.05, 0.6)).
-        band_higher: Gate band of levels >= 2, as fractions of (source macs * Q)
+        band_higher: Gate band of levels >= 2, as fractions of (source macs * Q of the level below)
             (reconstructed default (0.1, 1.0)).
         lambda_u, lambda_h, lambda_d: Exponents of U, H, D in V: one value, or one per level
             (lambda_u > 1 sharpens familiarity: V = U**lambda_u stays 1 on stored items and falls
@@ -119,10 +122,11 @@ class SparseyConfig:
         freeze_threshold: Weight saturation above which a mac stops updating that matrix: one
             value for every level, or one per level (level 1 first). Lower levels saturate first
             ("progressive critical periods").
-        tie_break: "recall" (reconstructed default): a learning draw that would tie at full
-            support V = 1 with higher-priority cells once stored takes recognition's winner, so
-            an item presented again at once comes back with its learned code. "sample": the
-            plain draw (ties at V = 1 are then broken differently by learning and recognition).
+        tie_break: "recall" (reconstructed default): a learning draw that, once stored, would tie
+            at full support V = 1 with cells that win recognition's tie-break gives way to
+            recognition's winner, so an item presented again at once comes back with its learned
+            code. "sample": the plain draw (learning then breaks ties at V = 1 by chance and
+            recognition by its tie order, so stored codes are often not recalled).
         frozen_winners: "max_v" (default, as in the authors' code after freezing): a mac whose
             U weights are frozen picks recognition's max-V winners while learning; "sample":
             it keeps drawing from rho (its codes are then not stored anywhere).
