@@ -89,3 +89,42 @@ def test_compare_latency_interleaves_all_models() -> None:
     assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
     timed = calls[2:]
     assert len(timed) == 8 and timed[:4] == ["a", "b", "b", "a"]  # rotating order per round
+
+
+class KwNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, features, scale=1.0):
+        return self.fc(features) * scale
+
+
+def test_keyword_inputs_are_passed_as_keywords() -> None:
+    net = KwNet()
+    inputs = {"features": torch.randn(5, 4), "scale": 2.0}
+    s = metrics.summary(net, inputs, repeats=2, warmup=1)
+    assert s["flops"] == 2 * 4 * 3 * 5 and s["params"] == 15 and s["latency_ms"] > 0
+    lat = metrics.compare_latency({"a": net, "b": KwNet()}, inputs, repeats=2, warmup=1)
+    assert set(lat) == {"a", "b"}
+
+
+def test_compiled_model_is_counted_on_its_eager_module() -> None:
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    compiled = torch.compile(net)  # compiles lazily: counting must not call it
+    assert metrics.eager_module(compiled) is net
+    x = torch.randn(3, 6)
+    s = metrics.summary(compiled, x, latency=False)
+    assert s["params"] == metrics.count_params(net) and s["flops"] == metrics.flops(net, x)
+    assert math.isnan(s["latency_ms"])
+
+
+def test_deployed_model_is_timed_as_it_runs_and_counted_on_its_eager_module() -> None:
+    from sparseforge.deploy import Deployed
+
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    d = Deployed(net, strategy="eager")
+    assert metrics.eager_module(d) is net
+    x = torch.randn(3, 6)
+    s = metrics.summary(d, x, repeats=2, warmup=1)
+    assert s["flops"] == metrics.flops(net, x) and s["params"] == metrics.count_params(net) and s["latency_ms"] > 0

@@ -10,6 +10,11 @@
   dense count of the compacted model is the exact figure.
 * ``latency_ms``: median wall time of repeated forward passes after warm-up, in eval mode under
   ``torch.no_grad()``, timed with ``time.perf_counter`` (CUDA is synchronised around each run).
+
+Inputs are a tensor, a tuple of positional inputs, or a dict of keyword inputs (as Hugging Face
+models take them). A compiled or deployed model (``torch.compile``'s wrapper,
+:class:`sparseforge.deploy.Deployed`) is *timed* as it runs, while its parameters and FLOPs are
+counted on the eager module it wraps (compiled kernels are invisible to the FLOP counter).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
+    "eager_module",
     "count_params",
     "count_nonzero",
     "flops",
@@ -35,20 +41,51 @@ __all__ = [
 ]
 
 
-def _as_tuple(example_inputs: Any) -> tuple:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    return tuple(example_inputs)
+class _Inputs:
+    """Positional and keyword inputs of one forward pass."""
+
+    def __init__(self, example_inputs: Any) -> None:
+        if isinstance(example_inputs, _Inputs):
+            self.args, self.kwargs = example_inputs.args, example_inputs.kwargs
+        elif isinstance(example_inputs, torch.Tensor):
+            self.args, self.kwargs = (example_inputs,), {}
+        elif isinstance(example_inputs, Mapping):
+            self.args, self.kwargs = (), dict(example_inputs)
+        else:
+            self.args, self.kwargs = tuple(example_inputs), {}
+
+    def __call__(self, model: Any) -> Any:
+        return model(*self.args, **self.kwargs)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [x for x in (*self.args, *self.kwargs.values()) if isinstance(x, torch.Tensor)]
+
+
+def _as_tuple(example_inputs: Any) -> _Inputs:
+    return _Inputs(example_inputs)
+
+
+def eager_module(model: nn.Module) -> nn.Module:
+    """The eager module behind a compiled / deployed model (``model`` itself otherwise)."""
+    seen = 0
+    while seen < 8:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and type(model).__name__ == "Deployed":
+            inner = getattr(model, "eager", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model, seen = inner, seen + 1
+    return model
 
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in eager_module(model).parameters())
 
 
 def count_nonzero(model: nn.Module) -> int:
     """Number of non-zero parameter entries."""
-    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    return sum(int(torch.count_nonzero(p.detach())) for p in eager_module(model).parameters())
 
 
 class _Eval:
@@ -68,11 +105,12 @@ class _Eval:
         self.model.train(self.was_training)
 
 
-def _flop_counts(model: nn.Module, inputs: tuple) -> tuple[int, dict[str, int]]:
+def _flop_counts(model: nn.Module, inputs: _Inputs) -> tuple[int, dict[str, int]]:
     """Total FLOPs and FLOPs per module name (each module's own subtree, root excluded)."""
+    model = eager_module(model)
     counter = FlopCounterMode(display=False)
     with _Eval(model), counter:
-        model(*inputs)
+        inputs(model)
     root = type(model).__name__
     per_module: dict[str, int] = {}
     for key, ops in counter.get_flop_counts().items():
@@ -91,7 +129,7 @@ def flops(model: nn.Module, example_inputs: Any) -> int:
 
 def _effective(model: nn.Module, total: int, per_module: dict[str, int]) -> float:
     saved = 0.0
-    for name, m in model.named_modules():
+    for name, m in eager_module(model).named_modules():
         w = getattr(m, "weight", None)
         if not isinstance(w, torch.Tensor) or w.numel() == 0 or name not in per_module:
             continue
@@ -108,17 +146,17 @@ def effective_flops(model: nn.Module, example_inputs: Any) -> float:
     return _effective(model, total, per_module)
 
 
-def _sync(inputs: tuple) -> None:
-    for x in inputs:
-        if isinstance(x, torch.Tensor) and x.is_cuda:
+def _sync(inputs: _Inputs) -> None:
+    for x in inputs.tensors():
+        if x.is_cuda:
             torch.cuda.synchronize(x.device)
             return
 
 
-def _time_once(model: nn.Module, inputs: tuple) -> float:
+def _time_once(model: nn.Module, inputs: _Inputs) -> float:
     _sync(inputs)
     t0 = time.perf_counter()
-    model(*inputs)
+    inputs(model)
     _sync(inputs)
     return (time.perf_counter() - t0) * 1e3
 
@@ -137,8 +175,8 @@ def compare_latency(
     (frequency scaling, other processes) hit all models alike.
 
     Args:
-        models: name -> model.
-        inputs: a tensor or tuple of tensors fed to every model.
+        models: name -> model (compiled and deployed models are timed as they run).
+        inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs, fed to every model.
         repeats: timed rounds.
         warmup: untimed rounds first.
 
@@ -157,7 +195,7 @@ def compare_latency(
         with torch.no_grad():
             for _ in range(warmup):
                 for n in names:
-                    models[n](*args)
+                    args(models[n])
             for r in range(repeats):
                 k = r % len(names)
                 for n in names[k:] + names[:k]:
@@ -174,8 +212,10 @@ def summary(
     """Params, non-zero params, dense and effective FLOPs, and (optionally) latency.
 
     Args:
-        model: any module (not modified; its training flag is restored).
-        example_inputs: a tensor or tuple of tensors (FLOPs and latency are per this batch).
+        model: any module (not modified; its training flag is restored); a compiled or deployed
+            model is timed as it runs, its parameters and FLOPs counted on the eager module.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs
+            (FLOPs and latency are per this batch).
         latency: measure ``latency_ms`` (set False for a cheap, deterministic summary).
         repeats: timed forward passes for the latency median.
         warmup: untimed forward passes first.

@@ -57,14 +57,20 @@ __all__ = [
 ]
 
 
-def _targets_predicate(targets: Sequence[str] | str | None) -> Callable[[str], bool] | None:
+def _targets_predicate(model: nn.Module, targets: Sequence[str] | str | None) -> Callable[[str], bool] | None:
+    """Which producing modules may lose channels: ``targets`` resolved like every method's ``targets=``."""
     if targets is None:
         return None
     pats = [targets] if isinstance(targets, str) else list(targets)
     if not all(isinstance(p, str) for p in pats):
         raise UserError("compact: targets must be module names or glob patterns (strings), e.g. from sparseforge.select")
-    exact = set(pats)
-    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, p) for p in pats)
+    try:
+        from ..targeting import resolve_targets
+    except ImportError:  # pragma: no cover - older checkouts without the shared targeting module
+        names = {n for n, _ in model.named_modules() if any(n == p or fnmatch.fnmatchcase(n, p) for p in pats)}
+    else:
+        names = set(resolve_targets(model, pats, family="compact"))
+    return names.__contains__
 
 
 def _analysis_inputs(gm: fx.GraphModule, flat: list[Any], dynamic: bool) -> list[Any]:
@@ -83,7 +89,7 @@ def _prepare(model: nn.Module, example_inputs: Any, targets: Any, strict: bool, 
     if not isinstance(model, nn.Module):
         raise UserError(f"compact: model must be a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
-    pred = _targets_predicate(targets)
+    pred = _targets_predicate(model, targets)
     was_training = model.training
     model.eval()
     try:
