@@ -45,7 +45,8 @@ def test_grokking_ticket_generalizes_at_least_twice_as_fast(tmp_path):
 
 def test_sparsey_single_pass_digits(tmp_path):
     s = _run("sparsey", tmp_path)
-    assert max(s["images/acc_svm"], s["images/acc_nn_overlap"], s["images/acc_binary"]) >= 0.85  # issue 6 target
+    assert s["images/acc_svm"] >= 0.95 and s["images/acc_nn_overlap"] >= 0.85  # fidelity targets
+    assert s["images/recall_now_items"] >= 0.9  # learned items come back with their code
     assert s["images/learn_time_s"] < 60
 
 
