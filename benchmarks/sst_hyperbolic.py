@@ -10,7 +10,7 @@ Transformer, d = 64, r = d/8 = 8); every method from the same initial weights, d
 median), SST's gap reduction over the best other low-rank method, and the training time of each
 method relative to full rank (measured side by side in this process).
 
-    python benchmarks/sst_hyperbolic.py                       # ~30-40 min at one thread
+    python benchmarks/sst_hyperbolic.py --threads 1           # ~35 min of CPU at one thread (45 min wall, shared machine)
     python benchmarks/sst_hyperbolic.py --seeds 0 --epochs 200 --mt-steps 300 --pairs 2000   # a quick look
 """
 
