@@ -53,7 +53,7 @@ Presets (one seed, one thread): ``smoke`` — an 80-node tree, 20 epochs, 300 se
 steps; ``quick`` — a 500-node tree with 256 features, 200 epochs, resample every 20; translation on
 2,000 pairs of 3-10 words at d = 32 with one layer each side, 300 steps, resample every 25: 55 s
 wall end to end (``sparseforge run``, quiet 2-core machine; graph stages ~11 s, translation ~40 s);
-``smoke`` 3.6 s in the test suite; BLEU stays in single digits at 300 steps (the benchmark trains 1,500);
+``smoke`` 3.6 s in the test suite; BLEU stays in single digits at 300 steps (the benchmark trains 1,000);
 ``paper`` — HGCN's Disease size (1,044 nodes, 1,000 features), up to 5,000 epochs with early stopping,
 translation at d = 128 with three layers on 10,000 pairs of 5-20 words.
 """
