@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 
@@ -39,15 +40,22 @@ from sparseforge.spectral.memory import PeakMemory
 BOUNDS = [[0.046875, 0.953125], [0.046875, 0.953125]]
 
 
+def log(msg: str) -> None:
+    """Progress on stderr (stdout carries only the JSON)."""
+    print(f"[giorom_speed {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def accuracy(args: argparse.Namespace) -> dict:
     from sparseforge.recipes.giorom import run as giorom_run
 
     rec = RECIPES.get("giorom")
     per_seed = []
     for seed in args.seeds:
+        log(f"accuracy: training both models, seed {seed}, {args.steps} steps each")
         over = {"steps": str(args.steps), "decoder_steps": str(max(100, args.steps // 2)), "eval_every": str(args.steps),
                 "timing_repeats": "3", "n_train": str(args.n_train)}
-        cfg = rec.build_config("quick", over, seed=seed, threads=args.threads)
+        cfg = rec.build_config("quick", over, seed=seed, threads=args.accuracy_threads)
+        torch.set_num_threads(args.accuracy_threads)  # tiny models thrash with more threads on a busy machine
         with tempfile.TemporaryDirectory() as tmp:
             s = giorom_run(cfg, Run(tmp, write=True))
         per_seed.append(s)
@@ -91,6 +99,7 @@ def stats(radius: float) -> ParticleStats:
 def speed_at(N: int, gio: GIOROM, args: argparse.Namespace, widths: dict, degree: float) -> dict:
     """One row of the speed table: GIOROM (sparse stepper + decode to N) vs GNS on N points."""
     W, n = 5, args.sparse
+    log(f"speed: N = {N}, widths {widths}")
     X = cloud(N, seed=N)
     win = X[:, None, :] + 1e-3 * torch.arange(W + 1).view(1, -1, 1)  # (N, W + 1, 2): a uniform drift
     typ = torch.full((N,), 5)
@@ -130,6 +139,7 @@ def speed(args: argparse.Namespace, widths: dict, degree: float, sparse_degree: 
 
 
 def radius_at(N: int, degree: float) -> dict:
+    log(f"radius_graph: N = {N}")
     X = cloud(N, seed=1)
     r = radius_for_degree(N, degree)
     big = N >= 1_000_000
@@ -145,7 +155,8 @@ def radius_at(N: int, degree: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=1500, help="training steps per model (accuracy part)")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps per model (accuracy part)")
+    ap.add_argument("--accuracy-threads", type=int, default=1, help="threads of the accuracy part (1k-particle models)")
     ap.add_argument("--n-train", type=int, default=6)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
@@ -178,7 +189,7 @@ def main() -> None:
     out = {
         "benchmark": "giorom_speed",
         "what": "GIOROM (sparse stepper on ~1k points + splat dense decoder to N) vs GNS on N points; MPM water 2-D",
-        "device": "cpu", "torch_threads": args.threads,
+        "device": "cpu", "torch_threads": args.threads, "accuracy_threads": args.accuracy_threads,
         "mean_degree": {"gns": degree, "giorom_sparse": sparse_degree},
         "accuracy": acc,
         "speed_paper_widths": paper,
