@@ -228,7 +228,7 @@ def _locate(gm: fx.GraphModule, small: fx.GraphModule, args: tuple, kwargs: dict
 
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
-            self.vals[n.name] = out
+            self.vals[n.name] = out.clone() if isinstance(out, torch.Tensor) else out  # later ops may be in-place
             return out
 
     try:

@@ -81,7 +81,7 @@ def channel_vector(ids: torch.Tensor, dim: int) -> torch.Tensor | None:
     if moved.shape[0] == 0:
         return None
     v = moved[0]
-    return v.clone() if bool((moved == v).all()) else None
+    return v.cpu().clone() if bool((moved == v).all()) else None
 
 
 def uniform_channels(m: Mirror, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .analysis import Analysis, Mirror, _flat_mirrors, channel_vector, clean, uniform_channels
+from .analysis import Analysis, Mirror, channel_vector, clean, uniform_channels
 
 aten = torch.ops.aten
 
@@ -34,7 +34,23 @@ HANDLERS: dict[Any, Handler] = {}
 
 
 class Handler:
-    """How one family of ATen ops is analysed and re-emitted."""
+    """How one family of ATen ops is analysed and re-emitted.
+
+    ``analyze(a, node)`` reads the op's inputs through the :class:`Analysis` ``a`` -- ``a.mir(arg)``
+    (an input's :class:`Mirror`), ``a.real[arg]`` (its value on the example), ``a.param_of(arg)``
+    (``(name, perm)`` when it is a parameter) -- and states what the op implies: ``a.union(ids, ids)``
+    (these are the same channels), ``a.producer(...)`` (fresh channels a layer creates),
+    ``a.param_dim(name, dim, ids)`` (a parameter dimension indexed by channels, sliced with them),
+    ``a.vote(ids, ok, reason)`` (which input channels this consumer lets go), ``a.pin(ids, reason)``,
+    ``a.constrain(fn)`` (a veto run to a fixpoint), ``a.opaque(node, reason)`` (give up: keep everything),
+    ``a.info[node]`` (anything ``rebuild`` needs). It returns the output's mirror.
+
+    ``rebuild(r, node)`` emits the op with the :class:`~sparseforge.compaction.slicing.Rebuild` ``r``:
+    ``r.copy(node, args=...)`` (old nodes in ``args`` are mapped), ``r.emit(target, args)`` (new
+    nodes), ``r.keep(node)`` / ``r.new_shape(node)`` (what survives per dimension), ``r.value(arg)``
+    (a sliced parameter), ``r.tensor_attr(...)`` (a replaced parameter), ``r.module_for`` /
+    ``r.call_module`` (a real ``nn`` module).
+    """
 
     def analyze(self, a: Analysis, node: fx.Node) -> Any:
         """Return the output mirror (or tuple of mirrors); record joins, pins, votes, constraints."""
@@ -1070,7 +1086,3 @@ class Factory(Handler):
             x = a.mir(node.args[0])
             return Mirror(x.ids, torch.ones_like(x.mask), real.double() if real.is_floating_point() else real.clone())
         return Mirror.pinned(real, const=True)
-
-
-def _flat(m: Any) -> list[Mirror]:
-    return _flat_mirrors([m])
