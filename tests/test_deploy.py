@@ -75,7 +75,7 @@ def test_auto_times_the_candidates_and_keeps_the_fastest(monkeypatch) -> None:
     monkeypatch.setenv("SPARSEFORGE_NO_COMPILE", "1")  # the compiled candidate has its own test
     net, x = small_cnn(), torch.randn(4, 3, 8, 8)
     d = deploy(net, x, strategy="auto", repeats=3, warmup=1)
-    assert set(d.timings_ms) == {"eager", "eager+fold_bn"}
+    assert set(d.timings_ms) == {"eager", "eager+fold_bn", "eager+channels_last"}
     assert d.strategy == min(d.timings_ms, key=d.timings_ms.__getitem__)
     assert all(math.isfinite(v) and v > 0 for v in d.timings_ms.values())
     assert "compile unavailable" in d.note

@@ -10,7 +10,7 @@ and channels-last changed little (0.97-1.08x). So nothing is applied blindly:
   it (freezing folds BatchNorm and the weights into the compiled graph);
 * ``strategy="auto"`` -- times the candidates side by side on ``example_inputs``
   (:func:`sparseforge.metrics.compare_latency`: eager, eager with BatchNorm folded into the
-  preceding conv/linear, compiled) and keeps the fastest.
+  preceding conv/linear, eager in channels-last memory format, compiled) and keeps the fastest.
 
 Compilation needs a C++ compiler on CPU (Triton on GPU). When it is unavailable or fails, or its
 outputs differ, :func:`deploy` falls back to the eager compacted model with a one-line warning.
@@ -32,7 +32,7 @@ from torch import nn
 
 from .errors import UserError
 
-__all__ = ["Deployed", "deploy", "fold_batchnorm", "compile_available"]
+__all__ = ["Deployed", "ChannelsLast", "deploy", "fold_batchnorm", "compile_available"]
 
 Strategy = Literal["auto", "eager", "compile"]
 _BN = torch.ops.aten._native_batch_norm_legit_no_training.default
@@ -47,7 +47,7 @@ class Deployed(nn.Module):
 
     Attributes:
         eager: the eager (compacted) model.
-        strategy: ``"eager"``, ``"eager+fold_bn"`` or ``"compile"``.
+        strategy: ``"eager"``, ``"eager+fold_bn"``, ``"eager+channels_last"`` or ``"compile"``.
         timings_ms: median latency (ms) of each candidate measured by ``strategy="auto"``.
         note: why the strategy was chosen (or why compilation fell back).
     """
@@ -194,7 +194,8 @@ def deploy(
             so make it the deployment batch size.
         strategy: ``"eager"`` (the compacted model), ``"compile"`` (inductor with freezing, falling
             back to eager with a one-line warning when it cannot compile) or ``"auto"`` (time the
-            candidates -- eager, eager with BatchNorm folded, compiled -- and keep the fastest).
+            candidates -- eager, eager with BatchNorm folded, eager channels-last, compiled -- and
+            keep the fastest).
         compact: run :func:`sparseforge.compact` first (False: deploy ``model`` as it is).
         targets: passed to :func:`sparseforge.compact`.
         repeats: timed interleaved rounds per candidate (``auto``).
@@ -236,6 +237,10 @@ def deploy(
         folded = fold_batchnorm(eager)
         if _max_rel_diff(reference, _run(folded, args, kwargs)) <= 1e-4:
             candidates["eager+fold_bn"] = folded
+    if any(p.dim() == 4 for p in eager.parameters()):
+        cl = ChannelsLast(copy.deepcopy(eager))
+        if _max_rel_diff(reference, _run(cl, args, kwargs)) <= 1e-4:
+            candidates["eager+channels_last"] = cl
     if compiled is not None:
         candidates["compile"] = _CallAsModule(compiled)
     timings = metrics.compare_latency(candidates, example_inputs, repeats=repeats, warmup=warmup)
@@ -246,6 +251,23 @@ def deploy(
     if best == "compile":
         return Deployed(eager, strategy="compile", compiled=compiled, timings_ms=timings, note=note)
     return Deployed(candidates[best], strategy=best, timings_ms=timings, note=note)
+
+
+class ChannelsLast(nn.Module):
+    """Runs ``inner`` with 4-D weights and 4-D float inputs in channels-last memory format."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.to(memory_format=torch.channels_last)
+        self.compact_report = getattr(inner, "compact_report", None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        def cl(x: Any) -> Any:
+            if isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point():
+                return x.contiguous(memory_format=torch.channels_last)
+            return x
+
+        return self.inner(*(cl(a) for a in args), **{k: cl(v) for k, v in kwargs.items()})
 
 
 class _CallAsModule(nn.Module):
