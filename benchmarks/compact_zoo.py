@@ -10,7 +10,8 @@ the channels are "dead but biased"). Then
 * **sparseforge**: ``sparseforge.compact(model, inputs)``;
 * **Torch-Pruning** (``[bench]`` extra): its ``DependencyGraph`` removes exactly the zeroed
   channels of each zeroed layer (for channels its group couples to other zeroed layers, the ones
-  zeroed in all of them, as sparseforge requires);
+  zeroed in all of them, as sparseforge requires), with the layers whose removal would change the
+  model's output shape protected (``ignored_layers``, as a Torch-Pruning user would);
 * **ideal**: :func:`sparseforge.compaction.structural_bound` -- the parameters left if every zeroed
   channel went with its coupled slices, exact or not.
 
@@ -60,16 +61,54 @@ def max_diff(a: nn.Module, b: nn.Module, inputs: dict) -> float:
     return float((ya - yb).abs().max()) if ya.shape == yb.shape else float("inf")
 
 
-def torch_pruning(model: nn.Module, example: dict, zeroed: dict[str, torch.Tensor]) -> tuple[nn.Module, str]:
-    """Torch-Pruning removing exactly the zeroed channels. Returns ``(pruned copy, note)``."""
+def _call(model: nn.Module, example: Any) -> Any:
+    with torch.no_grad():
+        return model(**example) if isinstance(example, dict) else model(example)
+
+
+def _shapes(out: Any) -> list[tuple[int, ...]]:
+    from torch.utils import _pytree as pytree
+
+    return [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def output_layers(model: nn.Module, example: Any, zeroed: dict[str, torch.Tensor]) -> set[str]:
+    """Zeroed layers whose removal Torch-Pruning would carry into the model's output shape.
+
+    Found with Torch-Pruning itself: each layer's group is pruned alone on a copy and the output
+    shapes compared. A Torch-Pruning user protects these (``ignored_layers``), as we do.
+    """
     import torch_pruning as tp
 
+    ref = _shapes(_call(model, example))
+    hit = set()
+    for name, idx in zeroed.items():
+        m = copy.deepcopy(model)
+        layer = m.get_submodule(name)
+        dg = tp.DependencyGraph().build_dependency(m, example_inputs=example, verbose=False)
+        pruner = dg.get_pruner_of_module(layer)
+        if pruner is None:
+            continue
+        try:
+            dg.get_pruning_group(layer, pruner.prune_out_channels, idxs=idx.tolist()).prune()
+            if _shapes(_call(m, example)) != ref:
+                hit.add(name)
+        except Exception:  # noqa: BLE001 - this layer alone cannot be pruned; the main pass reports it
+            continue
+    return hit
+
+
+def torch_pruning(model: nn.Module, example: Any, zeroed: dict[str, torch.Tensor]) -> tuple[nn.Module, str]:
+    """Torch-Pruning removing exactly the zeroed channels, outputs protected. Returns ``(pruned copy, note)``."""
+    import torch_pruning as tp
+
+    protected = output_layers(model, example, zeroed)
     m = copy.deepcopy(model)
     mods = dict(m.named_modules())
     dg = tp.DependencyGraph().build_dependency(m, example_inputs=example, verbose=False)
     zero = {mods[n]: set(v.tolist()) for n, v in zeroed.items()}
-    done: set[nn.Module] = set()
-    skipped = []
+    done: set[nn.Module] = {mods[n] for n in protected}
+    skipped = [f"{len(protected)} layers feeding the output kept"] if protected else []
     for name, idx in zeroed.items():
         layer = mods[name]
         if layer in done:
@@ -85,7 +124,10 @@ def torch_pruning(model: nn.Module, example: dict, zeroed: dict[str, torch.Tenso
             target = item.dep.target.module
             if target is layer or not dg.is_out_channel_pruning_fn(item.dep.handler):
                 continue
-            if isinstance(target, (nn.Conv2d, nn.Linear)) or type(target).__name__ == "Conv1D":
+            dense_conv = isinstance(target, nn.Conv2d) and target.groups == 1  # depthwise convs carry channels
+            if dense_conv or isinstance(target, nn.Linear) or type(target).__name__ == "Conv1D":
+                if target in done and target in {mods[n] for n in protected}:
+                    keep = set()  # coupled to a protected output layer
                 done.add(target)
                 zs = zero.get(target, set())
                 keep &= {int(r) for i, r in zip(item.idxs, item.root_idxs) if int(i) in zs}
