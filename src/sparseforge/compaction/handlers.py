@@ -216,8 +216,8 @@ _UNARY = [
     aten.hardsigmoid, aten.leaky_relu, aten.elu, aten.celu, aten.selu, aten.softplus, aten.mish, aten.neg,
     aten.abs, aten.exp, aten.log, aten.log1p, aten.expm1, aten.sqrt, aten.rsqrt, aten.reciprocal, aten.sin,
     aten.cos, aten.erf, aten.square, aten.sign, aten.clamp, aten.clamp_min, aten.clamp_max, aten.threshold,
-    aten.logical_not, aten.bitwise_not, aten.floor, aten.ceil, aten.round, aten.trunc, aten.clone,
-    aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy, aten._to_copy, aten.to, aten.nan_to_num,
+    aten.logical_not, aten.bitwise_not, aten.floor, aten.ceil, aten.round, aten.trunc,
+    aten.contiguous, aten.lift_fresh_copy, aten._to_copy, aten.to, aten.nan_to_num,
     aten.isnan, aten.isinf, aten.logit,
 ]  # fmt: skip
 _BINARY = [
@@ -227,6 +227,22 @@ _BINARY = [
     aten.copysign, aten.lerp, aten.addcmul, aten.addcdiv,
 ]  # fmt: skip
 register_handler(*_UNARY, *_BINARY)(Elementwise)
+
+
+@register_handler(aten.clone, aten.alias, aten.detach)
+class Copy(Elementwise):
+    """clone / alias / detach: identities for the analysis; a clone is dropped from the compacted graph.
+
+    Capture turns eval-mode dropout into ``clone`` (a full copy of the activation per call); the
+    compacted graph never mutates a tensor it shares, so the copy is not needed.
+    """
+
+    def rebuild(self, r: Any, node: fx.Node) -> Any:
+        x = node.args[0]
+        if isinstance(x, fx.Node) and x.op != "placeholder" and not node.kwargs.get("memory_format"):
+            return r.env[x]
+        return r.copy(node)
+
 register_handler(aten.mul)(Mul)
 register_handler(aten.where.self)(Where)
 register_handler(aten.masked_fill)(MaskedFill)
