@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from .cifar import CIFAR10_LABEL_NAMES, Cifar10, channel_stats, load_cifar10, normalize, random_crop_flip
 from .digits import DataSplits, load_digits_builtin
-from .idx import load_idx, load_mnist_dir, read_idx_images, read_idx_labels
 from .graphs import GraphData, disease_tree, edge_split, load_hgcn_synthetic, load_planetoid, node_split
+from .idx import load_idx, load_mnist_dir, read_idx_images, read_idx_labels
 from .modular import MODULAR_OPS, ModularData, modular_arithmetic, modular_labels
 from .particles import Trajectory, generate_particle_splits, load_gns_dataset, load_gns_npz, save_gns_npz
 from .translation import Vocab, corpus_bleu, load_parallel_text, toy_translation
