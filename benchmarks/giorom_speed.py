@@ -64,7 +64,8 @@ def accuracy(args: argparse.Namespace) -> dict:
             "rel_l2/decoder_only", "step_ms/giorom", "step_ms/gns", "speedup/gns_over_giorom",
             "train_cpu_s/giorom", "train_cpu_s/gns"]
     med = {k: statistics.median(s[k] for s in per_seed) for k in keys}
-    med["error_ratio/giorom_over_gns"] = med["rollout_mse/giorom"] / med["rollout_mse/gns"]
+    med["error_ratio/giorom_over_gns"] = med["rollout_mse/giorom"] / med["rollout_mse/gns"]  # ratio of medians
+    med["error_ratio_median_of_seeds"] = statistics.median(s["rollout_mse/giorom"] / s["rollout_mse/gns"] for s in per_seed)
     cfg = rec.build_config("quick", {"steps": str(args.steps)})
     return {"setting": {"material": cfg.material, "n_particles": cfg.n_particles, "n_frames": cfg.n_frames,
                         "n_train": args.n_train, "n_test": cfg.n_test, "frac": cfg.frac, "hidden": cfg.hidden,
@@ -72,6 +73,18 @@ def accuracy(args: argparse.Namespace) -> dict:
                         "batch_size": cfg.batch_size, "seeds": args.seeds},
             "median": med, "per_seed": [{k: s[k] for k in keys} for s in per_seed],
             "sparse_radius_ref": per_seed[0]["radius/giorom"], "gns_radius_ref": per_seed[0]["radius/gns"]}
+
+
+def timed(fn, *, repeats: int, warmup: int = 1) -> tuple[float, float]:  # noqa: ANN001
+    """(median, min) seconds of fn() (the min is robust to other processes on a shared CPU)."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), min(ts)
 
 
 def cloud(n: int, seed: int) -> torch.Tensor:
@@ -110,20 +123,22 @@ def speed_at(N: int, gio: GIOROM, args: argparse.Namespace, widths: dict, degree
     plan = dec.prepare(X[si], X)
     prep = time.perf_counter() - t0
     nxt = gio.predict_positions(ws, ts)
-    t_step = median_time(lambda: gio.predict_positions(ws, ts), repeats=max(5, args.repeats), warmup=2)
-    t_dec = median_time(lambda: dec(plan, nxt), repeats=max(5, args.repeats), warmup=2)
+    t_step, m_step = timed(lambda: gio.predict_positions(ws, ts), repeats=max(7, args.repeats), warmup=2)
+    t_dec, m_dec = timed(lambda: dec(plan, nxt), repeats=max(7, args.repeats), warmup=2)
     r = radius_for_degree(N, degree)
     gns = GNS(stats(r), GNSConfig(hidden=widths["hidden"], blocks=widths["gns_blocks"])).eval()
     t_graph = median_time(lambda: gns.graph(win[:, -1]), repeats=args.repeats)
     e = gns.graph(win[:, -1])
     reps = args.repeats if N <= 30_000 else args.repeats_large
-    t_gns = median_time(lambda: gns.predict_positions(win, typ), repeats=max(1, reps))
+    t_gns, m_gns = timed(lambda: gns.predict_positions(win, typ), repeats=max(1, reps))
     return {"N": N, "n_sparse": n, "gns_radius": r, "gns_mean_degree": e.shape[1] / N,
             "giorom_sparse_mean_degree": gio.graph(ws[:, -1]).shape[1] / n,
             "giorom_step_ms": 1e3 * t_step, "giorom_decode_ms": 1e3 * t_dec,
             "giorom_total_ms": 1e3 * (t_step + t_dec), "giorom_decoder_prepare_ms": 1e3 * prep,
             "decoder_grid": plan.grid_size, "gns_step_ms": 1e3 * t_gns, "gns_graph_ms": 1e3 * t_graph,
-            "speedup": t_gns / (t_step + t_dec), "speedup_without_gns_graph": (t_gns - t_graph) / (t_step + t_dec)}
+            "speedup": t_gns / (t_step + t_dec), "speedup_without_gns_graph": (t_gns - t_graph) / (t_step + t_dec),
+            "giorom_total_ms_min": 1e3 * (m_step + m_dec), "gns_step_ms_min": 1e3 * m_gns,
+            "speedup_of_mins": m_gns / (m_step + m_dec)}
 
 
 def speed(args: argparse.Namespace, widths: dict, degree: float, sparse_degree: float) -> dict:
@@ -134,6 +149,7 @@ def speed(args: argparse.Namespace, widths: dict, degree: float, sparse_degree: 
     first, last = rows[0], rows[-1]
     return {"widths": widths, "rows": rows,
             "giorom_time_ratio_largest_over_smallest_N": last["giorom_total_ms"] / first["giorom_total_ms"],
+            "giorom_time_ratio_of_mins": last["giorom_total_ms_min"] / first["giorom_total_ms_min"],
             "gns_time_ratio_largest_over_smallest_N": last["gns_step_ms"] / first["gns_step_ms"],
             "speedup_at_largest_N": last["speedup"], "largest_N": last["N"]}
 
