@@ -134,7 +134,8 @@ def test_opt_fc_neurons_and_structural_bound() -> None:
     assert structural_bound(model, inputs(2)) <= _n(small)
 
 
-@pytest.mark.slow
 def test_efficientnet_squeeze_excite_from_transformers() -> None:
-    model, inputs, _, small, rep = _compacted("efficientnet")
+    model, inputs, zeroed, small, rep = _compacted("efficientnet")
     assert _diff(model, small, inputs(3, seed=2)) <= TOL and _n(small) < _n(model)
+    gates = [n for n in zeroed if n.endswith("squeeze_excite.expand")]
+    assert gates and all(rep.layers[n].kept_alive for n in gates)  # a zeroed gate row is sigmoid(bias), not 0
