@@ -39,8 +39,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparseforge import metrics  # noqa: E402
-from sparseforge.compact import compact  # noqa: E402
-from sparseforge.deploy import compile_available, deploy  # noqa: E402
+from sparseforge.compaction import compact  # noqa: E402
+from sparseforge.deployment import compile_available, deploy  # noqa: E402
 from sparseforge.models import create_model  # noqa: E402
 
 DEPLOY_TARGET = {0.5: 1.4, 0.75: 1.8}

@@ -631,18 +631,19 @@ def test_inplace_op_with_other_readers_is_not_folded_with_stale_constant() -> No
     assert _max_diff(net, small, x) <= TOL
 
 
-def test_package_attribute_is_the_function_without_a_module_swap() -> None:
-    compact_module = sys.modules["sparseforge.compact"]
-    assert not callable(compact_module)  # a plain module (no class swap at import)
-    assert compact_module.compact is compact
+def test_package_attributes_are_the_functions_whatever_was_imported_first() -> None:
+    """No submodule shadows ``sparseforge.compact`` / ``sparseforge.deploy`` (and no module-class swap)."""
     code = (
         "import sparseforge, torch\n"
-        "f = sparseforge.compact\n"
-        "from sparseforge.compact import compact\n"
-        "assert f is compact and callable(f)\n"
-        "m = f(torch.nn.Linear(3, 2), torch.randn(2, 3))\n"
+        "from sparseforge.registry import load_all\n"
+        "import sparseforge.compaction, sparseforge.deployment, sparseforge.metrics\n"
+        "load_all()\n"
+        "from sparseforge.compaction import compact\n"
+        "from sparseforge.deployment import deploy\n"
+        "assert sparseforge.compact is compact and sparseforge.deploy is deploy\n"
+        "m = sparseforge.compact(torch.nn.Linear(3, 2), torch.randn(2, 3))\n"
         "assert sum(p.numel() for p in m.parameters()) == 8\n"
+        "assert type(sparseforge).__name__ == 'module'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert package_compact is compact and sparseforge.compact is compact

@@ -14,10 +14,10 @@ from torch import nn
 import sparseforge
 from sparseforge import deploy, metrics  # deploy: the package's lazy attribute (the function)
 from sparseforge.compaction import compact
-from sparseforge.deploy import Deployed, compile_available, fold_batchnorm
+from sparseforge.deployment import Deployed, compile_available, fold_batchnorm
 from sparseforge.errors import UserError
 
-deploy_module = sys.modules["sparseforge.deploy"]
+deploy_module = sys.modules["sparseforge.deployment"]
 
 TOL = 1e-5
 

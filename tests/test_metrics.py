@@ -120,7 +120,7 @@ def test_compiled_model_is_counted_on_its_eager_module() -> None:
 
 
 def test_deployed_model_is_timed_as_it_runs_and_counted_on_its_eager_module() -> None:
-    from sparseforge.deploy import Deployed
+    from sparseforge.deployment import Deployed
 
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
     d = Deployed(net, strategy="eager")

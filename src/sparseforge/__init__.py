@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 from typing import Any
 
 _LAZY = {
-    "compact": ("sparseforge.compact", "compact"),
-    "deploy": ("sparseforge.deploy", "deploy"),
+    "compact": ("sparseforge.compaction", "compact"),
+    "deploy": ("sparseforge.deployment", "deploy"),
     "select": ("sparseforge.targeting", "select"),
     "Run": ("sparseforge.engine.run", "Run"),
     "fit": ("sparseforge.engine.fit", "fit"),

@@ -30,7 +30,7 @@ class UnknownNameError(UserError, KeyError):
 
 
 class TraceError(UserError):
-    """A model that torch.fx cannot trace or that compaction does not understand."""
+    """A model that torch.export cannot capture or that compaction cannot slice."""
 
 
 class CheckpointError(UserError):

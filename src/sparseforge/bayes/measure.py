@@ -39,7 +39,7 @@ def compact_and_measure(
         ``latency_ms`` is the median of the block medians, ``latency_spread_ms`` half their range.
     """
     from .. import metrics
-    from ..compact import compact
+    from ..compaction import compact
 
     out: dict[str, dict[str, Any]] = {}
     small: dict[str, nn.Module] = {}

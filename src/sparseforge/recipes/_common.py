@@ -220,7 +220,7 @@ def measure_dense_vs_compact(
     ``latency_ms_*`` for ``dense`` and ``compact``, the ratios, and ``compact_max_abs_diff``.
     """
     from .. import metrics
-    from ..compact import compact
+    from ..compaction import compact
 
     dense.eval()
     sparse.eval()

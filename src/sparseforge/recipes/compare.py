@@ -219,7 +219,7 @@ def measure_all(models: dict[str, torch.nn.Module], example: torch.Tensor, cfg: 
         v["speedup"] = base / max(v["latency_ms"], 1e-12)
     if cfg.deploy:
         try:
-            from ..deploy import deploy
+            from ..deployment import deploy
         except ImportError:
             return out
         deployed = {n: deploy(v["model"], example, strategy=cfg.deploy_strategy) for n, v in out.items()}
