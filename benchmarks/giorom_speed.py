@@ -170,7 +170,7 @@ def radius_at(N: int, degree: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="threads of the speed part (2 thrash on a busy 2-core machine)")
     ap.add_argument("--steps", type=int, default=1000, help="training steps per model (accuracy part)")
     ap.add_argument("--accuracy-threads", type=int, default=1, help="threads of the accuracy part (1k-particle models)")
     ap.add_argument("--n-train", type=int, default=6)
