@@ -15,7 +15,7 @@ better or comparable accuracy. Prints ONE JSON object with:
    32) and at the trained widths; measured side by side in this process;
 3. ``radius_graph`` time and peak tensor memory at ``--radius-sizes`` points.
 
-    python benchmarks/giorom_speed.py --threads 2
+    python benchmarks/giorom_speed.py                 # ~15-20 min on the shared 2-core machine
     python benchmarks/giorom_speed.py --steps 200 --sizes 10000 30000 --radius-sizes 100000   # faster
 """
 

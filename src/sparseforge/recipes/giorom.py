@@ -24,12 +24,20 @@ std ~2e-4): 1e-4 water and goop, 1e-5 sand and plasticine, 0 jelly. Measured on 
 1000 steps, batch 1: rollout MSE 0.0092 at sigma = 3e-4 (no better than constant velocity, 0.0086)
 vs 0.0016 at 1e-4 with the spec's clean-position target (0.0046 / 0.0020 with GNS's target).
 
-Presets: ``smoke`` (seconds; tiny widths); ``quick`` = presets.md's suggestion (2-D water, 6/1/1
-trajectories of 1,000 particles x 100 frames, latent grid 16, 300 steps per model) with width 64
-and a 3-block GNS instead of 128 and 10 blocks (CPU budget), batch 1; ``paper`` = the reconstructed
-small-scale setup (20/4/4 trajectories, width 128, grid 32, GNS 10 blocks, 50k steps: days on CPU).
-Measured on the shared 2-core machine at threads=1: smoke ~6 s, quick ~60-70 s CPU (wall time
-larger under load; see the closing report of issue 14).
+Presets: ``smoke`` (tiny widths, 150 particles) 2.2 s; ``quick`` = presets.md's suggestion (2-D
+water, 6/1/1 trajectories of 1,000 particles x 100 frames, latent grid 16, 300 steps per model) with
+width 64, FNO modes 8, a 3-block GNS (instead of 128 and 10 blocks: CPU budget) and batch 1:
+56 s wall / 56 s CPU at threads=1 (load ~1.5; 191 s wall at load ~7). ``paper`` = the reconstructed
+small-scale setup (20/4/4 trajectories, width 128, grid 32, GNS 10 blocks, 50k steps, plus the
+GNS-on-sparse + IDW baseline): days on CPU, not run here.
+
+Measured (quick, seed 0): rollout MSE GIOROM (decoded cloud) 0.0027, GNS 0.0035, constant velocity
+0.0086; time per step at 1k particles 13.9 ms vs 29-33 ms (2.2x). 300 steps leave both models far
+from converged: in the rendered rollout both fall through the floor. ``benchmarks/giorom_speed.py``
+(1000 steps per model, 3 seeds, 1 thread): rollout MSE median GIOROM 0.0042 vs GNS 0.0017 (ratio
+2.5; per seed 2.5 / 2.3 / 0.39; the 2x target is not met at this budget), constant velocity 0.0154;
+time per step at N = 1e5 with GNS 10 x 128: GIOROM (1,000 sparse points + decode) 173 ms vs GNS 47.8 s
+(276x), GIOROM 1.37x slower from N = 1e4 to 1e5.
 """
 
 from __future__ import annotations
