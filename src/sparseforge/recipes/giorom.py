@@ -22,7 +22,7 @@ scenes per batch. Noise sigma (``noise_std=None``, reconstructed default): the G
 fluid-like / 3e-5 granular / 0 elastic divided by 3 for this generator's data (per-frame acceleration
 std ~2e-4): 1e-4 water and goop, 1e-5 sand and plasticine, 0 jelly. Measured on 2-D water, width 64,
 1000 steps, batch 1: rollout MSE 0.0092 at sigma = 3e-4 (no better than constant velocity, 0.0086)
-vs 0.0016 at 1e-4 with the spec's clean-position target (0.0046 / 0.0020 with GNS's target).
+vs 0.0016 at 1e-4 with GIOROM's clean-position target (0.0046 / 0.0020 with GNS's target).
 
 Presets: ``smoke`` (tiny widths, 150 particles) 2.2 s; ``quick`` = presets.md's suggestion (2-D
 water, 6/1/1 trajectories of 1,000 particles x 100 frames, latent grid 16, 300 steps per model) with
