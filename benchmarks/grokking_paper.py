@@ -21,7 +21,7 @@ import json
 import statistics
 import time
 
-from _parallel import run_recipes
+from _parallel import collect, run_recipes
 
 VARIANTS = ("dense", "ticket", "dense_l1", "dense_l2", "random")
 
@@ -32,12 +32,18 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--budget-rel", type=float, default=3.0)
     ap.add_argument("--set", nargs="*", default=[], dest="extra")
+    ap.add_argument("--keep", default=None, help="keep the run folders here (a restart resumes them)")
+    ap.add_argument("--collect", nargs="*", default=None, help="only summarise finished runs in these folders")
     a = ap.parse_args()
     t0 = time.perf_counter()
     sets = [f"variants={','.join(VARIANTS)}", "ticket_source=converged", "early_stop=true", "early_stop_at=0.99",
             f"budget_rel={a.budget_rel}", *a.extra]
-    res = run_recipes([(f"seed{s}", "grokking-tickets", [f"seeds={s}", *sets]) for s in a.seeds],
-                      processes=a.processes)
+    if a.collect is not None:
+        res = collect(a.collect)
+        a.seeds = sorted(int(k[4:]) for k in res if k.startswith("seed"))
+    else:
+        res = run_recipes([(f"seed{s}", "grokking-tickets", [f"seeds={s}", *sets]) for s in a.seeds],
+                          processes=a.processes, keep=a.keep)
     per_seed = {}
     for s in a.seeds:
         r = res[f"seed{s}"]
