@@ -50,7 +50,8 @@ def _patterns(p: Iterable[str] | str | None) -> list[str] | None:
 
 
 def _match(name: str, pattern: str) -> bool:
-    return name == pattern or fnmatch.fnmatchcase(name, pattern)
+    """A module name matches a pattern, or a pattern that names (or globs) one of its ancestors."""
+    return name == pattern or fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
 
 
 def owning_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -89,6 +90,11 @@ def _call(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+_SHAPE_ONLY = {"ViewBackward", "ReshapeAliasBackward", "UnsafeViewBackward", "SqueezeBackward", "UnsqueezeBackward",
+               "PermuteBackward", "TransposeBackward", "CloneBackward", "ToCopyBackward", "SelectBackward",
+               "SliceBackward", "ExpandBackward", "AliasBackward"}
+
+
 def _classifier_from_autograd(model: nn.Module, example_inputs: Any, candidates: list[str]) -> str | None:
     """The candidate module whose parameters are nearest to the output in the autograd graph (BFS)."""
     owner: dict[int, str] = {}
@@ -100,15 +106,34 @@ def _classifier_from_autograd(model: nn.Module, example_inputs: Any, candidates:
     for p in model.parameters():
         flags[id(p)] = p.requires_grad
         p.requires_grad_(True)
+    produced: dict[int, str] = {}  # grad_fn of a candidate's output -> its name
+
+    def hook(name: str):
+        def record(mod, args, out):
+            t = _first_tensor(out)
+            if t is not None and t.grad_fn is not None:
+                produced.setdefault(id(t.grad_fn), name)
+        return record
+
+    handles = [mods[n].register_forward_hook(hook(n)) for n in candidates]
     try:
         with torch.enable_grad():
             out = _first_tensor(_call(model, example_inputs))
     finally:
+        for h in handles:
+            h.remove()
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])
     if out is None or out.grad_fn is None:
         return None
-    frontier, seen = [out.grad_fn], set()
+    fn = out.grad_fn  # the module whose output *is* the model output (through shape-only ops) is the head
+    while fn is not None:
+        if id(fn) in produced:
+            return produced[id(fn)]
+        if type(fn).__name__.rstrip("0123456789") not in _SHAPE_ONLY or not fn.next_functions:
+            break
+        fn = fn.next_functions[0][0]
+    frontier, seen = [out.grad_fn], set()  # else (a head that is no module call): the nearest parameter
     while frontier:
         nxt = []
         hits = []
@@ -209,7 +234,8 @@ def select(
     Args:
         model: any ``nn.Module`` (ours, a Hugging Face model, your own).
         include: module names or fnmatch patterns over full module names (``"encoder.layer.*.output.dense"``);
-            None = every module. Each pattern must match at least one module.
+            a pattern that matches a container also selects the modules inside it (``"features"``). None = every
+            module. Each pattern must match at least one module.
         exclude: names or patterns to leave out.
         types: keep only modules of these classes (``(nn.Linear, nn.Conv2d)``); None = any.
         skip_classifier: drop the module that produces the model's output, found by :func:`classifier_name`
@@ -240,7 +266,7 @@ def select(
             raise UserError(f"exclude {p!r} matches no module of {type(model).__name__}")
     chosen = [(n, m) for n, m in chosen if not any(_match(n, p) for p in exc)]
     if skip_classifier and chosen:
-        head = classifier_name(model, example_inputs=example_inputs)
+        head = classifier_name(model, example_inputs=example_inputs)  # over every module: a tied head counts
         chosen = [(n, m) for n, m in chosen if n != head]
     if not chosen:
         kinds = "" if types is None else " of type " + "/".join(t.__name__ for t in types)
