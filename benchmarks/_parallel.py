@@ -41,8 +41,10 @@ def run_recipes(jobs: list[tuple[str, str, list[str]]], *, processes: int = 2, p
                     cmd.append("--resume")
                 for kv in [*sets, "threads=1"]:
                     cmd += ["--set", kv]
-                running.append((tag, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                                      stderr=subprocess.PIPE, text=True), d, time.perf_counter()))
+                log = open(Path(tmp) / f"{tag}.stderr.log", "w")  # a file, not a pipe: a chatty child never blocks
+                running.append((tag, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True),
+                                d, time.perf_counter()))
+                log.close()
             time.sleep(1.0)
             for item in list(running):
                 tag, proc, d, t0 = item
@@ -50,8 +52,13 @@ def run_recipes(jobs: list[tuple[str, str, list[str]]], *, processes: int = 2, p
                     continue
                 if proc.poll() is None:
                     proc.kill()
-                err = proc.stderr.read() if proc.stderr else ""
+                    proc.wait()
+                err = (Path(tmp) / f"{tag}.stderr.log").read_text(errors="replace")
                 running.remove(item)
+                if proc.returncode != 0:  # a failed resume leaves the old summary: never report it as this run's
+                    last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+                    out[tag] = {"error": last}
+                    continue
                 try:
                     out[tag] = json.loads((d / "summary.json").read_text())
                     out[tag]["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -43,7 +43,7 @@ def main() -> None:
         ("timing", "grokking-tickets", [s, "variants=dense,timing", "ticket_source=final", "checkpoint_every=500", *cap]),
     ]
     res = run_recipes(jobs, processes=a.processes)
-    keys = ("t_gen", "t_gen99", "t_mem", "final_test_acc", "cap", "reached")
+    keys = ("t_gen", "t_gen99", "t_mem", "final_test_acc", "cap", "reached", "capped", "steps_run", "source_step")
 
     def table(r):
         if "error" in r:
@@ -57,7 +57,8 @@ def main() -> None:
                     "note": "every wd-0 run trains the full budget; none is capped or stopped early"},
            "pai_score_at_init": table(res["pai_init"]),
            "pai_score_at_final": table(res["pai_final"]),
-           "timing": {"table": table(res["timing"]), "source_steps": res["timing"].get("ticket_source_step")},
+           "timing": {"table": table(res["timing"]), "skipped": res["timing"].get("skipped", {}),
+                      "note": "source_step per variant: the dense step each mask was taken at"},
            "wall_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out))
 

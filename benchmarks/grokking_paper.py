@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
 from _parallel import collect, run_recipes
+
+from sparseforge.pruning.grokking import median_steps
 
 VARIANTS = ("dense", "ticket", "dense_l1", "dense_l2", "random")
 
@@ -31,12 +34,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--budget-rel", type=float, default=3.0)
+    ap.add_argument("--dense-steps", type=int, default=30000,
+                    help="the dense run's budget (it stops once converged; the paper's base reaches 100%% by ~48k)")
     ap.add_argument("--set", nargs="*", default=[], dest="extra")
     ap.add_argument("--keep", default=None, help="keep the run folders here (a restart resumes them)")
     ap.add_argument("--collect", nargs="*", default=None, help="only summarise finished runs in these folders")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    sets = [f"variants={','.join(VARIANTS)}", "ticket_source=converged", "early_stop=true", "early_stop_at=0.99",
+    sets = [f"variants={','.join(VARIANTS)}", f"steps={a.dense_steps}", "ticket_source=converged", "early_stop=true", "early_stop_at=0.99",
             f"budget_rel={a.budget_rel}", *a.extra]
     if a.collect is not None:
         res = collect(a.collect)
@@ -50,33 +55,48 @@ def main() -> None:
         if "error" in r:
             per_seed[s] = r
             continue
-        per_seed[s] = {v: {k: r.get(f"{k}/{v}") for k in ("t_gen", "t_gen99", "t_mem", "tau", "final_test_acc", "cap")}
+        per_seed[s] = {v: {k: r.get(f"{k}/{v}") for k in ("t_gen", "t_gen99", "t_mem", "tau", "final_test_acc", "cap",
+                                                           "steps_run", "capped", "capped99")}
                        for v in VARIANTS}
+        for v in VARIANTS:  # a step count, or why there is none
+            p = per_seed[s][v]
+            p["label"] = (f"t_gen {p['t_gen']:g}" if p["t_gen"] is not None else
+                          f"not reached (cap {p['cap']})" if p["capped"] is not False else "not reached")
         per_seed[s]["ticket_source_step"] = r.get("ticket_source_step")
     ok = [p for p in per_seed.values() if "dense" in p]
-    ratios = [p["dense"]["t_gen"] / p["ticket"]["t_gen"] for p in ok if p["dense"]["t_gen"] and p["ticket"]["t_gen"]]
-    ratios99 = [p["dense"]["t_gen99"] / p["ticket"]["t_gen99"] for p in ok
-                if p["dense"]["t_gen99"] and p["ticket"]["t_gen99"]]
+
+    def ratio(d, t):
+        """dense / ticket steps; a miss counts as infinitely many steps (ticket miss: 0, dense miss: inf)."""
+        if d is None and t is None:
+            return None
+        return 0.0 if t is None else math.inf if d is None else d / t
+
+    ratios = [x for p in ok if (x := ratio(p["dense"]["t_gen"], p["ticket"]["t_gen"])) is not None]
+    ratios99 = [x for p in ok if (x := ratio(p["dense"]["t_gen99"], p["ticket"]["t_gen99"])) is not None]
 
     def summary(vals):
         vals = sorted(vals)
         if not vals:
             return None
         q = statistics.quantiles(vals, n=4) if len(vals) >= 2 else [vals[0]] * 3
-        return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q[0], "q3": q[2], "n": len(vals)}
+        fin = lambda x: x if math.isfinite(x) else "inf"  # noqa: E731  (JSON has no infinity)
+        return {k: fin(x) for k, x in {"median": statistics.median(vals), "min": vals[0], "max": vals[-1],
+                                        "q1": q[0], "q3": q[2]}.items()} | {"n": len(vals)}
 
-    med = {v: {k: statistics.median(x) if (x := [p[v][k] for p in ok if p[v][k] is not None]) else None
-               for k in ("t_gen", "t_gen99", "t_mem", "tau")} for v in VARIANTS}
+    med = {v: {k: median_steps([p[v][k] for p in ok]) for k in ("t_gen", "t_gen99", "t_mem", "tau")}
+           for v in VARIANTS}  # a seed that never got there counts as +inf (median None: most did not)
     reached = {v: f"{sum(p[v]['t_gen'] is not None for p in ok)}/{len(ok)}" for v in VARIANTS}
     out = {
         "benchmark": "grokking_paper",
         "setting": {"model": "mlp d_emb 500, hidden 48", "p": 67, "frac_train": 0.4, "lr": 1e-3, "weight_decay": 1.0,
                     "pruning_rate": 0.6, "full_batch": True, "ticket_source": "converged (t_gen@99 + 1000 steps)",
-                    "stop": "t_gen@99 or the cap", "cap": f"{a.budget_rel} x dense t_gen@95", "seeds": a.seeds,
+                    "stop": "t_gen@99 or the cap", "cap": f"min({a.dense_steps}, {a.budget_rel} x dense t_gen@95)",
+                    "dense_steps_run": {s: p["dense"]["steps_run"] for s, p in per_seed.items() if "dense" in p},
+                    "seeds": a.seeds,
                     "threads_per_process": 1, "processes": a.processes},
         "ratio_dense_over_ticket_t_gen95": summary(ratios),
         "ratio_dense_over_ticket_t_gen99": summary(ratios99),
-        "ratio_per_seed": ratios,
+        "ratio_per_seed": [r if math.isfinite(r) else "inf" for r in ratios],
         "median_over_seeds": med,
         "reached_t_gen95": reached,
         "per_seed": per_seed,

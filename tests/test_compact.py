@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sparseforge
-from sparseforge import compact as package_compact  # the package's lazy attribute: the function
 from sparseforge import metrics
 from sparseforge.compaction import HANDLERS, CompactReport, compact, register_handler, structural_bound
 from sparseforge.compaction.handlers import Elementwise

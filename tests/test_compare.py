@@ -81,3 +81,25 @@ def test_sparsity_files_reload_onto_a_fresh_model_and_reproduce_accuracy(leaderb
         rec = M.load_sparsity(model, f)
         assert accuracy(model, data) == pytest.approx(rec["extra"]["acc"], abs=1e-12), f.name
         assert rec["extra"]["acc"] == pytest.approx(s[f"acc/{rec['extra']['method']}/0.5"])
+
+
+def test_imp_resumed_after_a_round_keeps_its_pruned_weights_at_zero() -> None:
+    """A resume restores the rounds' masks; the callback re-attaches them before training goes on."""
+    from types import SimpleNamespace
+
+    from sparseforge.compress import get_compressor
+    from sparseforge.models import create_model, example_input
+    from sparseforge.pruning.prune import topk_masks
+
+    model = create_model("mlp")
+    c = get_compressor("imp")(level=0.5, epochs=4)
+    cb = c.callbacks(model)[0]
+    masks = topk_masks({n: p.detach().abs() for n, p in c.weights(model).items()}, 0.3)
+    cb.load_state_dict({"masks": masks, "done": 1})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cb.on_fit_start(SimpleNamespace(optimizer=opt))
+    model(example_input("mlp", batch=4)).square().sum().backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert torch.all(params[n].detach()[~m] == 0), n

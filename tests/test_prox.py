@@ -578,3 +578,40 @@ def test_group_envelope_float32_extreme_magnitudes_match_float64(scale):
         GroupEnvelope(2, "filter", 1.0, exact=True).prox_(w, 0.9)
         outs[dt] = int((w.abs().amax(dim=1) > 0).sum())
     assert outs[torch.float32] == outs[torch.float64] == 2
+
+
+def test_tied_layers_get_one_operator_and_one_mask() -> None:
+    """Two Linear modules sharing one weight tensor: regularized and masked once (else the prox runs twice a step)."""
+    from torch import nn
+
+    from sparseforge.compress import get_compressor
+    from sparseforge.optim.proximal import build_prox_map
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x)))
+
+    m = Tied()
+    assert list(build_prox_map(m, "wgsef", weight=1e-3, k=0.5)) == ["a.weight", "c.weight"]
+    assert list(get_compressor("wgsef_filter")(level=0.5).weights(m)) == ["a.weight", "c.weight"]
+
+
+def test_wgsef_compressor_drives_each_layer_to_the_count_its_masks_keep() -> None:
+    """k per layer is the integer count ``group_masks`` keeps (6 filters at 25% removed: 5, not a rounded 4.5)."""
+    from sparseforge.compress import get_compressor
+    from sparseforge.compress.base import group_masks
+    from sparseforge.models import create_model
+
+    model = create_model("lenet5")
+    c = get_compressor("wgsef_filter")(level=0.25, lr=0.05)
+    pm = c._prox_map(model)
+    masks = group_masks(model, c.group_importance(model), 0.25, "filter")
+    for name, op in pm.items():
+        kept = int(masks[name].reshape(masks[name].shape[0], -1).any(1).sum())
+        assert op.k == kept, name
+    assert pm["features.0.weight"].k == 5

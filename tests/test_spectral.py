@@ -383,3 +383,19 @@ def test_sst_stores_every_vector_once_and_saves_no_factor_copies() -> None:
             y = sl(x)
         y.sum().backward()
     assert saved and all(t.untyped_storage().data_ptr() in own for t in saved)
+
+
+def test_sst_layer_loads_checkpoints_of_the_earlier_full_store_layout() -> None:
+    """Runs saved before the U_act/U_rest split (buffers U_all / Vh_all) resume into the same W."""
+    from sparseforge.spectral.sst import SpectralLinear
+
+    torch.manual_seed(0)
+    U_all, Vh_all, sigma, bias = torch.randn(6, 6), torch.randn(6, 8), torch.rand(6), torch.randn(6)
+    idx = torch.tensor([1, 4])
+    old = {"sigma": sigma, "U_act": U_all[:, idx].clone(), "Vh_act": Vh_all[idx].clone(), "bias": bias,
+           "U_all": U_all, "Vh_all": Vh_all, "active_idx": idx}
+    layer = SpectralLinear(8, 6, 2, forward_mode="materialize")
+    layer.load_state_dict(old)
+    assert layer.rest_idx.tolist() == [0, 2, 3, 5]
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer(x), x @ (U_all @ torch.diag(sigma) @ Vh_all).T + bias, atol=1e-5, rtol=1e-5)

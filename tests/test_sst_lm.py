@@ -93,3 +93,17 @@ def test_recipe_trains_the_hugging_face_model_class(tmp_path) -> None:
     _, s = run_recipe("sst-lm", preset="smoke", out=tmp_path,
                       overrides={"model_type": "hf_opt", "methods": "full,sst", "measure_memory": "false"})
     assert 1.0 < s["val_ppl/sst"] < 256.0 and s["model_type"] == "hf_opt"
+
+
+@pytest.mark.parametrize("method", ["full", "sst", "lora", "relora", "galore"])
+def test_tied_head_is_optimized_once_and_like_the_native_model(method) -> None:
+    """The OPT head shares the embedding's tensor: one optimizer entry, and the same groups as ``causal_lm``."""
+    from sparseforge.recipes.sst_lm import SSTLMConfig, build_method
+
+    layouts = {}
+    for model_type in ("causal_lm", "hf_opt"):
+        _, opt, _, _ = build_method(SSTLMConfig(model_type=model_type), method, seed=0)
+        ids = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert len(ids) == len(set(ids))
+        layouts[model_type] = [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+    assert layouts["hf_opt"] == layouts["causal_lm"]

@@ -269,17 +269,21 @@ def load_all() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for sub in _PACKAGES:
-        name = f"{__package__}.{sub}"
-        try:
-            spec = importlib.util.find_spec(name)
-        except ModuleNotFoundError:
-            spec = None
-        if spec is None:
-            continue
-        import_submodules(name)
-    load_plugins()
+    _loaded = True  # set first: modules being imported may call load_all() again
+    try:
+        for sub in _PACKAGES:
+            name = f"{__package__}.{sub}"
+            try:
+                spec = importlib.util.find_spec(name)
+            except ModuleNotFoundError:
+                spec = None
+            if spec is None:
+                continue
+            import_submodules(name)
+        load_plugins()
+    except BaseException:
+        _loaded = False  # a failed import: the next call tries again instead of leaving registries half full
+        raise
 
 
 class PluginWarning(UserWarning):

@@ -331,6 +331,21 @@ def target_parameters(
     return out
 
 
+def distinct_weights(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """``names`` without the modules whose ``weight`` is the same tensor as an earlier one's (tied layers), so a
+    shared weight is regularized, projected and masked once."""
+    seen: set[int] = set()
+    out = []
+    for n in names:
+        w = getattr(model.get_submodule(n), "weight", None)
+        if isinstance(w, torch.Tensor):
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+        out.append(n)
+    return out
+
+
 def residual_joined(model: nn.Module) -> list[str]:
     """Convs whose outputs join a residual addition, so their filters cannot be removed alone.
 

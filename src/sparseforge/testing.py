@@ -137,6 +137,7 @@ def check_prox(name_or_cls: Any) -> None:
 def check_scorer(name_or_fn: Any) -> None:
     """A scorer: finite scores shaped like the weights, only for the targets' weights, the model unchanged."""
     from .pruning import prune_global, scores
+    from .pruning.prune import n_keep_for
 
     model = tiny_classifier()
     before = {n: p.detach().clone() for n, p in model.state_dict().items()}
@@ -153,7 +154,7 @@ def check_scorer(name_or_fn: Any) -> None:
     m = prune_global(model, name_or_fn, 0.5, batch=batch, targets=targets, rounds=2)
     kept = sum(int(v.sum()) for v in m.values())
     total = sum(v.numel() for v in m.values())
-    assert abs(kept - total // 2) <= 1, f"scorer {name_or_fn!r}: pruning to 50% kept {kept} of {total}"
+    assert kept == n_keep_for(total, 0.5), f"scorer {name_or_fn!r}: pruning to 50% kept {kept} of {total}"
 
 
 # ----------------------------------------------------------------------------- spectral
@@ -218,6 +219,8 @@ def check_compressor(name: str, *, level: float = 0.5, steps: int = 3) -> None:
         return
     weights = [n for n in out.masks if dict(out.model.named_parameters())[n].dim() >= 2]
     assert weights, f"compressor {name!r}: no weight masks"
+    assert set(weights) == {f"{n}.weight" for n in targets}, (
+        f"compressor {name!r}: masks cover {sorted(weights)}, the targets were {targets}")
     params = dict(out.model.named_parameters())
     if out.structure == "weights":
         total = sum(params[n].numel() for n in weights)

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..groups import GROUPINGS, expand_group_mask, group_norms, n_groups
 from ..pruning.prune import Masks, n_keep_for, topk_masks
 from ..registry import METHODS, register_family, register_method
-from ..targeting import Targets, resolve_targets, target_parameters
+from ..targeting import Targets, distinct_weights, resolve_targets, target_parameters
 
 STRUCTURED_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
@@ -121,7 +121,8 @@ class Compressor:
         if not self.modules:
             self.resolve(model)
         if self.structured:
-            return {f"{n}.weight" if n else "weight": model.get_submodule(n).weight for n in self.modules}
+            return {f"{n}.weight" if n else "weight": model.get_submodule(n).weight
+                    for n in distinct_weights(model, self.modules)}
         return target_parameters(model, self.modules)
 
     # -- hooks (all optional) ----------------------------------------------------------------

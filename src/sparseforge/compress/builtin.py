@@ -19,7 +19,7 @@ from torch import nn
 
 from ..engine import Callback, FitState
 from ..errors import UserError
-from ..pruning.prune import Masks, prune_global, topk_masks
+from ..pruning.prune import Masks, n_keep_for, prune_global, topk_masks
 from .base import Compressor, register_compressor
 
 
@@ -54,6 +54,12 @@ class _IMPCallback(Callback):
         if self.maskset is not None:
             self.maskset.detach()
         self.maskset = attach(self.model, self.masks, state.optimizer)
+
+    def on_fit_start(self, state: FitState) -> None:
+        if self.masks is not None and self.maskset is None:  # resumed after a round: keep pruned weights at zero
+            from ..masks import attach
+
+            self.maskset = attach(self.model, self.masks, state.optimizer)
 
     def on_epoch_end(self, state: FitState) -> None:
         o = self.owner
@@ -149,11 +155,19 @@ class _ProxCompressor(Compressor):
         from ..optim import build_prox_map
 
         if not getattr(self, "_map", None) or self._map.model is not model:
-            extra = {"k": 1.0 - self.level if self.level > 0 else 1.0, "exact": self.options.exact} if self.prox == "wgsef" else {}
+            extra = {"per_layer_k": self._keep_counts(model), "exact": self.options.exact} if self.prox == "wgsef" else {}
             self._map = build_prox_map(model, self.prox, weight=self.strength(), targets=self.modules,
                                        grouping=self.structure, include_coupled=self.structure in ("filter", "row"),
                                        **extra)
         return self._map
+
+    def _keep_counts(self, model: nn.Module) -> dict[str, int]:
+        """k per layer: the integer count of groups the final masks keep (:func:`group_masks` rounds the same way),
+        so the regularizer drives each layer to exactly the structure the projection keeps."""
+        from ..groups import n_groups
+
+        return {n: max(1, n_keep_for(n_groups(model.get_submodule(n).weight.shape, self.structure), self.level))
+                for n in (self.modules or self.resolve(model))}
 
     def strength(self) -> float:
         o = self.options

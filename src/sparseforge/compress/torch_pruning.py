@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import Compressed, Compressor, register_compressor
+from .base import Compressed, Compressor, natural_group_sparsity, register_compressor
 
 
 def available() -> bool:
@@ -88,10 +88,11 @@ class TorchPruningGroupNorm(Compressor):
 
     def finish(self, model: nn.Module, *, batch: Any = None) -> Compressed:
         model.eval()
+        natural = natural_group_sparsity(self.weights(model), self.structure)  # all-zero filters before removal
         self.pruner.step()
         after = {n: model.get_submodule(n).weight.shape[0] for n in self.modules}
         removed = 1.0 - sum(after.values()) / max(sum(self._widths.values()), 1)
-        return Compressed(model, {}, removed, self.level, self.structure,
+        return Compressed(model, {}, natural, self.level, self.structure,
                           {"removed_fraction": removed, "widths_before": self._widths, "widths_after": after})
 
 

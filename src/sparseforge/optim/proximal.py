@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..prox.base import ProxOperator
-from ..targeting import Targets, resolve_targets
+from ..targeting import Targets, distinct_weights, resolve_targets
 
 MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
 
@@ -289,7 +289,8 @@ def build_prox_map(
     from ..registry import METHODS
 
     cls = METHODS.get(method, family="prox")
-    names = resolve_targets(model, targets, types=PROX_LAYER_TYPES, family=f"prox operator {method!r}")
+    names = distinct_weights(model, resolve_targets(model, targets, types=PROX_LAYER_TYPES,
+                                                    family=f"prox operator {method!r}"))
     layers = [model.get_submodule(n) for n in names]
     per_layer_weight = dict(per_layer_weight or {})
     per_layer_k = dict(per_layer_k or {})
@@ -326,6 +327,8 @@ def layer_costs(model: nn.Module, names: Sequence[str], grouping: str, kind: str
     """
     from ..groups import group_size
     from ..groups import n_groups as count_groups
+    from ..metrics import _Eval
+    from ..targeting import _call
 
     mods = {n: model.get_submodule(n) for n in names}
     if kind == "sqrt_size":
@@ -338,9 +341,8 @@ def layer_costs(model: nn.Module, names: Sequence[str], grouping: str, kind: str
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.__setitem__(n, o[:1].numel()))  # one sample
              for n, m in mods.items()]
     try:
-        with torch.no_grad():
-            x = example_inputs
-            model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) else model(x)
+        with _Eval(model):  # eval mode: no dropout, BN statistics untouched
+            _call(model, example_inputs)
     finally:
         for h in hooks:
             h.remove()

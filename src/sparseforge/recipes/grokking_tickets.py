@@ -13,7 +13,8 @@ Procedure (one seed; :func:`sparseforge.pruning.lottery_ticket` with :class:`spa
    steps (P = ``threshold``; also ``threshold_hi``; None = not reached).
 2. The ticket: m = TopK(|theta_t|, round((1 - k) N)) over all weights (embeddings included, global), theta <-
    theta_0 * m, retrained with a fresh AdamW on the same split. t is ``ticket_source``: ``final`` (the paper's: the
-   end of the base run), ``converged`` (the base run stops at t_gen@``threshold_hi`` + ``converge_margin``),
+   end of the base run), ``converged`` (the base run stops at the first snapshot, every ``checkpoint_every``
+   steps, at or after t_gen@``threshold_hi`` + ``converge_margin``),
    ``post_gen`` (the first snapshot after t_gen + ``post_gen_margin``), ``t_gen`` or a step.
 3. Controls at the same density: the L1/L2 norm-matched dense init r_p theta_0; masks at init by every registered
    scorer (``random``, ``snip``, ``grasp``, ``synflow``; ``synflow_repo``: one round on the real batch, as the
@@ -215,13 +216,17 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
     out: dict[str, Any] = {"seed": seed, "split_hash": split_hash(md.train_pairs), "variants": {}}
     budget = {"steps": cfg.ticket_steps or cfg.steps}
 
-    def record(name: str, tr: GrokTracker, cap: int, **extra: Any) -> None:
+    def record(name: str, tr: GrokTracker, cap: int, stopped_at: float | None, **extra: Any) -> None:
+        """``stopped_at``: the accuracy an early stop ended the run at (None: no early stop)."""
         last = tr.history[-1]
         m = grokking_metrics(tr.history, cfg.threshold)
-        out["variants"][name] = {**m, "t_gen99": grokking_metrics(tr.history, cfg.threshold_hi)["t_gen"],
+        t99 = grokking_metrics(tr.history, cfg.threshold_hi)["t_gen"]
+        measured99 = t99 is not None or stopped_at is None or stopped_at >= cfg.threshold_hi or last["step"] >= cap
+        out["variants"][name] = {**m, "t_gen99": t99, "t_gen99_measured": measured99,
                                  "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
                                  "final_l1": last["l1"], "final_l2": last["l2"], "steps_run": last["step"],
                                  "cap": cap, "capped": m["t_gen"] is None and last["step"] >= cap,
+                                 "capped99": t99 is None and last["step"] >= cap,
                                  "history": tr.history, **extra}
 
     def train(name: str, masks: dict[str, torch.Tensor] | None, *, full: bool = False, wd: float | None = None,
@@ -241,7 +246,7 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
         tr = train_run(cfg, model, data, names, masks=masks, steps=steps, stop_after=stop, stop_P=P, margin=margin,
                        weight_decay=cfg.weight_decay if wd is None else wd, run=run, series=f"{name}/s{seed}",
                        checkpoints=name == "dense")
-        record(name, tr, steps, **extra)
+        record(name, tr, steps, P if stop == "t_gen" else None, **extra)
         return tr.result()
 
     def source(dense: TrainResult) -> int | str:
@@ -273,6 +278,9 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
         train(name, masks, **kw)
 
     def from_step(name: str, step: int | None, **kw: Any) -> None:
+        if step is not None and step > dense.extra["final_step"]:  # the dense run ended before: no such mask
+            out.setdefault("skipped", {})[name] = f"step {step} is past the dense run's end ({dense.extra['final_step']})"
+            return
         key = first_snapshot_at_or_after(dense, step)
         ticket(name, ticket_mask(dense.checkpoints[key], k, names=names, scope=cfg.scope),
                source_step=key if key != "final" else dense.extra["final_step"], **kw)
@@ -301,19 +309,23 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
             at = {"t_mem": dm["t_mem"], "transition": dense.extra.get("transition_step")}.get(tag)
             if mult is not None:
                 at = None if dm["t_gen"] is None else int(mult * dm["t_gen"])
-            if at is not None:
+            if tag == "transition" and "transition" in dense.checkpoints:  # the snapshot taken at the transition
+                ticket("ticket_at_transition", ticket_mask(dense.checkpoints["transition"], k, names=names,
+                                                            scope=cfg.scope), source_step=at)
+            elif at is not None:
                 from_step(f"ticket_at_{tag}", at)
     if "sweep" in variants:
         for rate in cfg.sweep_rates:
-            ticket(f"sweep_k{rate:g}", ticket_mask(src, rate, names=names, scope=cfg.scope), rate=rate)
+            ticket(f"sweep_k{rate:g}", ticket_mask(src, rate, names=names, scope=cfg.scope), rate=rate,
+                   source_step=out["ticket_source_step"])
     if "nowd" in variants:  # a controlled experiment: everything at wd 0, full budget
         rewind(model, theta0)
         train("dense_nowd", None, full=True, wd=0.0)
         for rate in cfg.nowd_rates:
             ticket(f"ticket_nowd_k{rate:g}", ticket_mask(src, rate, names=names, scope=cfg.scope), full=True,
-                   wd=0.0, rate=rate)
+                   wd=0.0, rate=rate, source_step=out["ticket_source_step"])
             rewind(model, theta0)
-            rnd = prune_global(model, "random", rate, options={"seed": seed})
+            rnd = prune_global(model, "random", rate, scope=cfg.scope, options={"seed": seed})
             ticket(f"random_nowd_k{rate:g}", rnd, full=True, wd=0.0, rate=rate)
     return out
 
@@ -369,16 +381,27 @@ def run(cfg: GrokkingTicketsConfig, run: Run) -> dict[str, Any]:
     rows, summary = [], {}
     for v in variants:
         vals = [r["variants"][v] for r in results if v in r["variants"]]
-        for key in ("t_gen", "t_mem", "t_gen99", "tau"):
+        for key in ("t_gen", "t_mem", "tau"):
             summary[f"{key}/{v}"] = median_steps([x[key] for x in vals])
+        # t_gen@hi only where it was measured (a run stopped early below threshold_hi never saw it)
+        measured = all(x.get("t_gen99_measured", True) for x in vals)
+        summary[f"t_gen99/{v}"] = median_steps([x["t_gen99"] for x in vals]) if measured else None
+        summary[f"t_gen99_measured/{v}"] = measured
         summary[f"final_test_acc/{v}"] = statistics.median(x["final_test_acc"] for x in vals)
         summary[f"reached/{v}"] = sum(x["t_gen"] is not None for x in vals) / len(vals)
         summary[f"cap/{v}"] = max(x["cap"] for x in vals)
+        summary[f"steps_run/{v}"] = [x["steps_run"] for x in vals]
+        summary[f"capped/{v}"] = sum(bool(x["capped"]) for x in vals)
+        summary[f"capped99/{v}"] = sum(bool(x.get("capped99")) for x in vals)
+        if any("source_step" in x for x in vals):
+            summary[f"source_step/{v}"] = [x.get("source_step") for x in vals]
         rows += [{"variant": v, "seed": r["seed"], **{k: r["variants"][v].get(k) for k in (
-            "t_mem", "t_gen", "t_gen99", "tau", "final_test_acc", "steps_run", "cap", "capped", "norm_ratio")}}
+            "t_mem", "t_gen", "t_gen99", "tau", "final_test_acc", "steps_run", "cap", "capped", "capped99",
+            "source_step", "norm_ratio")}}
             for r in results if v in r["variants"]]
     run.save_table("per_seed", rows, caption="t_mem / t_gen: first eval step with accuracy >= P; None with capped=True: "
-                   "not reached within the cap (steps_run), None otherwise: not reached in the full budget.")
+                   "not reached within the cap (steps_run), None otherwise: not reached in the full budget; "
+                   "capped99 the same at the higher threshold; source_step: the dense step the mask was taken at.")
     _figures(cfg, results, run)
     d, t = summary.get("t_gen/dense"), summary.get("t_gen/ticket")
     summary["speedup_ticket_vs_dense"] = (d / t) if (d is not None and t) else None
@@ -388,6 +411,9 @@ def run(cfg: GrokkingTicketsConfig, run: Run) -> dict[str, Any]:
     for v in ("dense_l1", "dense_l2"):
         if v in variants:
             summary[f"norm_ratio/{v}"] = statistics.median(r["variants"][v]["norm_ratio"] for r in results)
+    skipped = {n: why for r in results for n, why in r.get("skipped", {}).items()}
+    if skipped:
+        summary["skipped"] = skipped
     summary.update(ticket_source_step=[r["ticket_source_step"] for r in results],
                    split_hash=[r["split_hash"] for r in results], seeds=seeds, pruning_rate=cfg.pruning_rate,
                    variants=variants)

@@ -17,8 +17,10 @@ Fair comparison: every regularized method (both objectives and the group-lasso b
 ``epochs``, then gets the same final projection to exactly k_l groups per layer by its own group norms
 (:func:`sparseforge.optim.project_to_counts_`) and the same masked fine-tune (``finetune_epochs``); the group
 lasso's λ is calibrated (:func:`sparseforge.optim.calibrate_strength`) so that its own natural group sparsity
-comes closest to the target. Each method's own measured group sparsity before and after the projection is
-reported; so is the number of layers that reached k_l groups by the prox alone.
+comes closest to the target. The dense reference trains the same ``epochs`` plus ``finetune_epochs`` at the
+fine-tune LR, the same budget. Each method's own measured group sparsity before and after the projection is
+reported; so are the layers that reached exactly k_l groups by the prox alone, and those it over-pruned
+(fewer than k_l alive; the projection cannot revive them).
 
 Targets (:func:`sparseforge.targeting.structured_targets`): every Conv2d/Linear except the classifier,
 grouped convs and residual-joined convs; the bias and a following BN's γ/β are in each filter's group.
@@ -219,8 +221,8 @@ def run(cfg: WgsefConfig, run: Run) -> dict:
     def project_and_finetune(out: dict, series: str) -> dict:
         """The same end for every method: exactly k_l groups per layer by its own norms, then a masked fine-tune."""
         model, pm = out["model"], out["prox_map"]
-        project_to_counts_(pm, [r["k"] if r["k"] is not None else max(1, round(keep_frac * r["groups"]))
-                                for r in out["before"]])
+        counts = [r["k"] if r["k"] is not None else max(1, round(keep_frac * r["groups"])) for r in out["before"]]
+        project_to_counts_(pm, counts)
         after = layer_group_stats(pm)
         acc_projected = accuracy(model, data, cfg.device)
         if cfg.finetune_epochs > 0:
@@ -229,13 +231,20 @@ def run(cfg: WgsefConfig, run: Run) -> dict:
             ms = M.attach(model, pm.masks(), opt)
             train_classifier(model, data, epochs=cfg.finetune_epochs, lr=ft_lr, optimizer=opt, series=series, **train_kw)
             ms.bake()
-        return {"state": model.state_dict(), "before": out["before"], "after": after, "acc_before": out["acc_before"],
+        return {"state": model.state_dict(), "before": out["before"], "after": after, "counts": counts,
+                "acc_before": out["acc_before"],
                 "acc_projected": acc_projected, "acc": accuracy(model, data, cfg.device)}
 
     def dense_stage() -> dict:
+        """The same budget as every regularized method: ``epochs``, then ``finetune_epochs`` at the fine-tune LR."""
         model = fresh()
         res = train_classifier(model, data, epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, series="dense", **train_kw)
+        if cfg.finetune_epochs > 0:
+            ft_lr = cfg.lr * cfg.finetune_lr_scale
+            opt = torch.optim.SGD(model.parameters(), lr=ft_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            res = train_classifier(model, data, epochs=cfg.finetune_epochs, lr=ft_lr, optimizer=opt,
+                                   series="dense_finetune", **train_kw)
         return {"state": model.state_dict(), "acc": res["test_acc"]}
 
     def wgsef_stage(objective: str) -> dict:
@@ -269,7 +278,9 @@ def run(cfg: WgsefConfig, run: Run) -> dict:
         sparse.load_state_dict(r["state"])
         meas = _measure(dense, sparse, example, cfg.latency_repeats)
         small = meas.pop("_compact_model", None)
-        at_k = [b["nonzero_groups"] <= (b["k"] or a["nonzero_groups"]) for b, a in zip(r["before"], r["after"])]
+        counts = r.get("counts") or [b["k"] or a["nonzero_groups"] for b, a in zip(r["before"], r["after"])]
+        at_k = [b["nonzero_groups"] == c for b, c in zip(r["before"], counts)]  # exactly k_l groups alive
+        below_k = [b["nonzero_groups"] < c for b, c in zip(r["before"], counts)]  # over-pruned: fewer than k_l
         summary.update({
             f"acc/{v}": r["acc"],
             f"acc_before_projection/{v}": r["acc_before"],
@@ -279,6 +290,7 @@ def run(cfg: WgsefConfig, run: Run) -> dict:
             f"groups_removed_before_projection/{v}": overall_group_sparsity(r["before"]),
             f"groups_removed/{v}": overall_group_sparsity(r["after"]),
             f"layers_at_k_before_projection/{v}": f"{sum(at_k)}/{len(at_k)}",
+            f"layers_below_k_before_projection/{v}": f"{sum(below_k)}/{len(below_k)}",
             f"compact_acc/{v}": accuracy(small, data, cfg.device) if small is not None else None,
         })
         for key, src in (("params_compact", "params_compact"), ("compression_ratio", "params_reduction"),

@@ -127,19 +127,23 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0, line
                  sigma_weight_decay: bool = False) -> list[dict[str, Any]]:
     """AdamW groups by the roles the spectral methods give their layers' parameters.
 
-    No decay on singular vectors and low-rank factors (``"vector"``), on sigma (unless asked), biases and norms;
+    Each parameter appears once (tied weights too; a head tied to an embedding is treated as the embedding).
+    No decay on parameters of role ``"vector"`` (SST singular vectors), on sigma (unless asked), biases and norms;
     ``linear_lr_scale`` multiplies the LR of dense linear weights (full-rank and projected matrices): the same
     scale applies to every method's dense linear weights, so tuning stays symmetric.
     """
     decay, no_decay, spec_vec, spec_sigma, dense_lin = [], [], [], [], []
     projected: dict[tuple, list[nn.Parameter]] = {}
-    lin_weights = {id(m.weight) for m in model.modules() if type(m) is nn.Linear}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    lin_weights = {id(m.weight) for m in model.modules() if type(m) is nn.Linear} - embeddings  # tied heads: embeddings
+    seen: set[int] = set()
     for mod in model.modules():
         rec = record_of(mod)
         roles = dict(rec.param_roles(mod)) if rec is not None and rec.param_roles is not None else {}
         for pn, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
+            if not p.requires_grad or id(p) in seen:
+                continue  # a tied parameter is updated once
+            seen.add(id(p))
             role = roles.get(pn)
             extras: dict[str, Any] = {}
             if isinstance(role, tuple):

@@ -100,7 +100,8 @@ __all__ = ["PeakMemory", "analytic_trainable", "layer_memory", "memory_report", 
 class PeakMemory:
     """Peak bytes of torch tensors during a block of work, on any device.
 
-    On CUDA this is ``torch.cuda.max_memory_allocated`` (reset at entry). Elsewhere (CPU) a
+    On CUDA this is the rise of ``torch.cuda.max_memory_allocated`` over the allocation at entry (peak stats reset
+    at entry), plus the bytes of ``baseline_tensors``. Elsewhere (CPU) a
     ``TorchDispatchMode`` records every storage created inside the block and a weakref finaliser
     subtracts it when freed; the peak of that live total is added to the bytes already held at
     entry by ``tensors`` (typically the model's parameters, buffers and optimizer state), so
@@ -155,7 +156,9 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+            # the growth over what was allocated at entry (other models on the device do not count), plus the
+            # bytes of ``baseline_tensors``: the same quantity as on CPU
+            self.peak_bytes = int(self.baseline + max(0, torch.cuda.max_memory_allocated() - self._cuda0))
             return
         self._mode.__exit__(*exc)
         self.peak_bytes = int(self.baseline + self._peak)

@@ -220,12 +220,15 @@ class SpectralLinear(nn.Module):
         in_features / out_features: as in ``nn.Linear``.
         rank: r, the number of active singular-vector pairs (1 <= r < min(in, out)).
         bias: keep an ordinary bias parameter.
-        forward_mode: ``"materialize"`` (W built once per forward, the default),
-            ``"factored"`` (never builds W) or ``"auto"`` (reconstructed default: whichever costs
-            fewer multiply-adds for the batch at hand; both give the same output).
+        forward_mode: ``"materialize"`` (W built once per forward), ``"factored"`` (never builds W) or
+            ``"auto"`` (the default, a reconstruction: whichever costs fewer multiply-adds for the batch at
+            hand; both give the same output).
         enhanced_grad: drop sigma_i from the factor gradients (the paper's enhanced gradient).
         weight: the initial W (out, in); default: ``nn.Linear``'s own init.
-        seed: when given, the first active set is drawn from this seed.
+        bias_init: the initial bias; default ``nn.Linear``'s (or zeros when ``weight`` is given).
+        device / dtype: as in ``nn.Linear``.
+
+    The active set starts as the top-r singular pairs of W; :class:`SSTController` draws the sets it trains.
     """
 
     def __init__(
@@ -384,6 +387,19 @@ class SpectralLinear(nn.Module):
             if self.bias is not None:
                 lin.bias.copy_(self.bias)
         return lin
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Also load checkpoints of the earlier layout (full ``U_all`` / ``Vh_all`` stores; the same parameters)."""
+        if prefix + "U_all" in state_dict and prefix + "U_rest" not in state_dict:
+            U_all, Vh_all = state_dict.pop(prefix + "U_all"), state_dict.pop(prefix + "Vh_all")
+            idx = state_dict[prefix + "active_idx"].long()
+            keep = torch.ones(U_all.shape[1], dtype=torch.bool, device=idx.device)
+            keep[idx] = False
+            rest = torch.nonzero(keep).flatten()
+            state_dict[prefix + "rest_idx"] = rest
+            state_dict[prefix + "U_rest"] = U_all[:, rest].clone()
+            state_dict[prefix + "Vh_rest"] = Vh_all[rest].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
