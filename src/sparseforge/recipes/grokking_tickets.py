@@ -246,7 +246,8 @@ def run_seed(cfg: GrokkingTicketsConfig, seed: int, run: Run | None) -> dict[str
         tr = train_run(cfg, model, data, names, masks=masks, steps=steps, stop_after=stop, stop_P=P, margin=margin,
                        weight_decay=cfg.weight_decay if wd is None else wd, run=run, series=f"{name}/s{seed}",
                        checkpoints=name == "dense")
-        record(name, tr, steps, P if stop == "t_gen" else None, **extra)
+        stopped_at = (cfg.threshold if P is None else P) if stop == "t_gen" else None  # None P: stop at threshold
+        record(name, tr, steps, stopped_at, **extra)
         return tr.result()
 
     def source(dense: TrainResult) -> int | str:
