@@ -24,7 +24,7 @@ std ~2e-4): 1e-4 water and goop, 1e-5 sand and plasticine, 0 jelly. Measured on 
 1000 steps, batch 1: rollout MSE 0.0092 at sigma = 3e-4 (no better than constant velocity, 0.0086)
 vs 0.0016 at 1e-4 with GIOROM's clean-position target (0.0046 / 0.0020 with GNS's target).
 
-Presets: ``smoke`` (tiny widths, 150 particles) 2.2 s; ``quick`` = presets.md's suggestion (2-D
+Presets: ``smoke`` (tiny widths, 150 particles) 2.2 s; ``quick`` (2-D
 water, 6/1/1 trajectories of 1,000 particles x 100 frames, latent grid 16, 300 steps per model) with
 width 64, FNO modes 8, a 3-block GNS (instead of 128 and 10 blocks: CPU budget) and batch 1:
 56 s wall / 56 s CPU at threads=1 (load ~1.5; 191 s wall at load ~7). ``paper`` = the reconstructed
