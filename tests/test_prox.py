@@ -453,7 +453,8 @@ def test_exact_operator_with_projection_leaves_at_most_k_groups():  # §7.22
         nz = int((group_view(w, grouping).abs().sum(1) > 0).sum())
         assert nz <= 3
         w2 = torch.randn(10, 8, 3, 3)
-        op.prox_(w2, 5.0)  # gamma clamped to 0.999 (warns) -> exactly k groups
+        with pytest.warns(UserWarning, match="clamped"):
+            op.prox_(w2, 5.0)  # gamma clamped to 0.999 -> exactly k groups
         assert int((group_view(w2, grouping).abs().sum(1) > 0).sum()) == 3
 
 

@@ -79,7 +79,7 @@ def test_sst_on_a_hugging_face_opt_converts_trains_and_merges() -> None:
         loss = lm_step(model, (x, x))
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     assert losses[-1] < losses[0]
     model.eval()
     after = model(x).logits
