@@ -144,3 +144,18 @@ def test_index_cards(tmp_path):
     assert "✓ goal met" in html and "no goal declared" in html and "0.95" in html
     assert "x" * 400 not in html and "…" in html  # long claims are cut on the card
     assert "goals met: 1 of 2" in html and "<code>smoke</code>" in html
+
+
+def test_index_leads_with_the_leaderboard_plot(tmp_path):
+    png = tmp_path / "thumbs" / "compare_lead.png"
+    png.parent.mkdir()
+    rows = [{"name": "magnitude", "ok": True, "report": True, "seconds": 1.0, "headline": {"acc": 0.9}},
+            {"name": "compare", "ok": True, "report": True, "seconds": 2.0, "claim": "one leaderboard",
+             "headline": {"winner": "wgsef_filter"}, "goal": {"text": "beats TP", "declared": True, "passed": True},
+             "thumb": "thumbs/compare.png", "lead_image": "thumbs/compare_lead.png"}]
+    html = write_index(tmp_path, rows, preset="smoke").read_text()
+    lead = html.index("<section class='lead'>")
+    assert lead < html.index("<div class='grid'>")
+    assert html.index("compare_lead.png") < html.index("<div class='grid'>") and "wgsef_filter" in html[lead:]
+    no_lead = write_index(tmp_path, rows[:1], preset="smoke").read_text()
+    assert "<section class='lead'>" not in no_lead  # without a compare run the index is the gallery alone

@@ -40,6 +40,7 @@ figure{margin:1rem 0} figcaption{color:#555;font-size:.85rem} img{max-width:100%
 .pass{background:#e6f4ea;color:#137333}.fail{background:#fce8e6;color:#c5221f}.na{background:#eee;color:#555}
 .ok{color:#137333}.bad{color:#c5221f}
 details{margin:.8rem 0} summary{cursor:pointer;font-weight:600}
+.leadimg{width:100%;max-width:1100px;border:1px solid #eee;border-radius:4px;background:#fff}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1rem;margin-top:1rem}
 .card{border:1px solid #ddd;border-radius:8px;padding:.7rem .9rem;background:#fff;display:flex;flex-direction:column;gap:.4rem;min-width:0}
 .card h3{margin:0;font-size:1.05rem;display:flex;justify-content:space-between;gap:.5rem;align-items:center}
@@ -47,7 +48,7 @@ details{margin:.8rem 0} summary{cursor:pointer;font-weight:600}
 .card .noimg{height:170px;display:flex;align-items:center;justify-content:center;color:#999;background:#fafafa;border:1px solid #eee;border-radius:4px}
 .card p{margin:0;font-size:.85rem;color:#333}
 .card .scroll{max-height:none;width:100%}
-.card table{width:100%} .card td,.card th{white-space:normal;overflow-wrap:break-word}
+.card table{width:100%} .card td,.card th{white-space:normal;overflow-wrap:break-word} .card td.k{overflow-wrap:anywhere} .card th{white-space:nowrap}
 """
 
 _MARK = {True: ("pass", "✓ goal met"), False: ("fail", "✗ goal not met"), None: ("na", "– not determined")}
@@ -395,6 +396,7 @@ DEMO_ORDER = (
     "giorom",
     "compare",
 )
+LEAD_RECIPE = "compare"  # the demo index opens with this recipe's key plot (the leaderboard's Pareto plot)
 
 
 def _thumbnail(src: Path | bytes, dst: Path, *, width: int = 420) -> bool:
@@ -437,6 +439,8 @@ def index_entry(out: Path, name: str, *, ok: bool, seconds: float = 0.0, error: 
         if src is not None and _thumbnail(src, thumb):
             row["thumb"] = f"thumbs/{name}.png"
             row["thumb_alt"] = alt
+            if name == LEAD_RECIPE and _thumbnail(src, out / "thumbs" / f"{name}_lead.png", width=1100):
+                row["lead_image"] = f"thumbs/{name}_lead.png"
     return row
 
 
@@ -479,6 +483,7 @@ def write_index(out: Path, rows: list[dict[str, Any]], *, preset: str = "quick")
             + goal_p + table + err
             + f"<p class='meta'>{float(r.get('seconds', 0) or 0):.1f} s</p></article>"
         )
+    lead = _index_lead(next((r for r in rows if r["name"] == LEAD_RECIPE and r.get("ok")), None))
     doc = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -487,11 +492,32 @@ def write_index(out: Path, rows: list[dict[str, Any]], *, preset: str = "quick")
         f"built-in data · {len(rows)} recipes · goals met: {n_pass} of {len(rows)} · "
         f"{sum(1 for r in rows if not r['ok'])} failed · "
         f"built {time.strftime('%Y-%m-%d %H:%M')}</p>"
-        "<div class='grid'>" + "".join(cards) + "</div></body></html>"
+        + lead + "<div class='grid'>" + "".join(cards) + "</div></body></html>"
     )
     path = out / "index.html"
     atomic_write_text(path, doc)
     return path
+
+
+def _index_lead(r: dict[str, Any] | None) -> str:
+    """The index's opening section: the lead recipe's key plot at full width, its claim, goal and figures."""
+    if not r:
+        return ""
+    name = _esc(r["name"])
+    link = f"{name}/report.html"
+    cls, label = _mark(r.get("goal"))
+    img = r.get("lead_image") or r.get("thumb")
+    pic = (f"<a href='{link}'><img class='leadimg' src='{_esc(img)}' alt='{_esc(r.get('thumb_alt', name))}'></a>"
+           if img else "")
+    goal = r.get("goal") or {}
+    items = "".join(f"<li><code>{_esc(k)}</code>: {_fmt(v)}</li>" for k, v in (r.get("headline") or {}).items())
+    return (
+        f"<section class='lead'><h2><a href='{link}'>{name}</a> — the leaderboard"
+        f"<span class='mark {cls}'>{label}</span></h2>"
+        + (f"<p>{_esc(r.get('claim', ''))}</p>" if r.get("claim") else "")
+        + (f"<p class='meta'>goal: {_esc(goal['text'])}</p>" if goal.get("text") else "")
+        + pic + (f"<ul class='meta'>{items}</ul>" if items else "") + "</section>"
+    )
 
 
 def run_demo(
