@@ -11,7 +11,7 @@ Paper: Minegishi, Iwasawa & Matsuo, arXiv 2310.19470. Each experiment is the ``g
 * ``timing``: the pruning time: masks taken at t_mem, the transition (test 0.33), t_gen, 1.5x and 2x t_gen.
   The paper: tickets taken before generalisation do not accelerate.
 
-    python benchmarks/grokking_ablations.py [--seed 1] [--nowd-steps 10000] [--processes 2]
+    python benchmarks/grokking_ablations.py [--seed 1] [--nowd-steps 10000] [--processes 2] [--only nowd,timing]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--nowd-rates", default="0.6,0.7,0.75,0.81,0.85")
     ap.add_argument("--nowd-steps", type=int, default=10000, help="the full budget of every wd-0 run")
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--only", default="nowd,pai_init,pai_final,timing",
+                    help="comma-separated experiments to run (each is about 20-60 minutes at one thread)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     s = f"seeds={a.seed}"
@@ -42,7 +44,12 @@ def main() -> None:
                                            "pai_score_at=final", *cap]),
         ("timing", "grokking-tickets", [s, "variants=dense,timing", "ticket_source=final", "checkpoint_every=500", *cap]),
     ]
-    res = run_recipes(jobs, processes=a.processes)
+    only = set(a.only.split(","))
+    unknown = only - {tag for tag, _, _ in jobs}
+    if unknown:
+        ap.error(f"unknown experiment(s) {', '.join(sorted(unknown))}; choose from nowd, pai_init, pai_final, timing")
+    res = run_recipes([j for j in jobs if j[0] in only], processes=a.processes)
+    res = {tag: res.get(tag, {"error": "not run (--only)"}) for tag, _, _ in jobs}
     keys = ("t_gen", "t_gen99", "t_mem", "final_test_acc", "cap", "reached", "capped", "steps_run", "source_step")
 
     def table(r):
