@@ -393,7 +393,9 @@ def run(cfg: GrokkingTicketsConfig, run: Run) -> dict[str, Any]:
         summary[f"cap/{v}"] = max(x["cap"] for x in vals)
         summary[f"steps_run/{v}"] = [x["steps_run"] for x in vals]
         summary[f"capped/{v}"] = sum(bool(x["capped"]) for x in vals)
-        summary[f"capped99/{v}"] = sum(bool(x.get("capped99")) for x in vals)
+        # stage records written before ``capped99`` existed: the same rule from their stored fields
+        summary[f"capped99/{v}"] = sum(bool(x.get("capped99", x["t_gen99"] is None and x["steps_run"] >= x["cap"]))
+                                       for x in vals)
         if any("source_step" in x for x in vals):
             summary[f"source_step/{v}"] = [x.get("source_step") for x in vals]
         rows += [{"variant": v, "seed": r["seed"], **{k: r["variants"][v].get(k) for k in (
