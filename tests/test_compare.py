@@ -103,3 +103,29 @@ def test_imp_resumed_after_a_round_keeps_its_pruned_weights_at_zero() -> None:
     params = dict(model.named_parameters())
     for n, m in masks.items():
         assert torch.all(params[n].detach()[~m] == 0), n
+
+
+def test_deployed_models_are_timed_as_deployed_not_compacted_again(monkeypatch) -> None:
+    """An unstructured model keeps its zeros after compaction: timing its deployed form must not re-export it."""
+    from sparseforge.bayes import measure
+    from sparseforge.recipes.compare import CompareConfig, measure_all
+
+    torch.manual_seed(0)
+    dense = create_model("lenet5").eval()
+    sparse = create_model("lenet5").eval()
+    with torch.no_grad():
+        for p in sparse.parameters():
+            if p.dim() >= 2:
+                p.mul_((torch.rand_like(p) > 0.5).float())  # unstructured zeros: nothing for compaction to remove
+    seen = []
+    real = measure.compact_and_measure
+
+    def spy(models, example, **kw):
+        seen.append(kw.get("compact", True))
+        return real(models, example, **kw)
+
+    monkeypatch.setattr(measure, "compact_and_measure", spy)
+    cfg = CompareConfig(deploy=True, deploy_strategy="eager", latency_repeats=2, latency_blocks=1)
+    out = measure_all({"dense": dense, "sparse": sparse}, torch.randn(4, 1, 8, 8), cfg)
+    assert seen == [True, False]  # eager rows compacted once; deployed rows timed as they are
+    assert out["sparse"]["deploy_speedup"] > 0

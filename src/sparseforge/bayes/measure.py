@@ -20,7 +20,8 @@ __all__ = ["compact_and_measure"]
 
 @torch.no_grad()
 def compact_and_measure(
-    models: Mapping[str, nn.Module], example: torch.Tensor, *, repeats: int = 30, blocks: int = 5, warmup: int = 3
+    models: Mapping[str, nn.Module], example: torch.Tensor, *, repeats: int = 30, blocks: int = 5, warmup: int = 3,
+    compact: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Compact every model and measure params, FLOPs and latency side by side.
 
@@ -32,6 +33,8 @@ def compact_and_measure(
         blocks: the repeats are split into this many interleaved blocks; the block medians give the
             reported median and spread.
         warmup: untimed passes per block.
+        compact: False: measure the models as they are (e.g. already deployed ones, which compacting again
+            would replace by a fresh export and so lose what the deployment applied).
 
     Returns:
         name -> ``{"params", "nonzero_params", "flops", "params_compact", "flops_compact",
@@ -39,14 +42,14 @@ def compact_and_measure(
         ``latency_ms`` is the median of the block medians, ``latency_spread_ms`` half their range.
     """
     from .. import metrics
-    from ..compaction import compact
+    from ..compaction import compact as compact_fn
 
     out: dict[str, dict[str, Any]] = {}
     small: dict[str, nn.Module] = {}
     for name, m in models.items():
         m.eval()
         has_zeros = any(bool((p == 0).any()) for p in m.parameters() if p.dim() >= 2)
-        s = compact(m, example) if has_zeros else m  # nothing to remove: the model is its own compaction
+        s = compact_fn(m, example) if has_zeros and compact else m  # nothing to remove: its own compaction
         s.eval()
         diff = float((s(example) - m(example)).abs().max())
         before = metrics.summary(m, example, latency=False)

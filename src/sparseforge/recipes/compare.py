@@ -223,7 +223,8 @@ def measure_all(models: dict[str, torch.nn.Module], example: torch.Tensor, cfg: 
         except ImportError:
             return out
         deployed = {n: deploy(v["model"], example, strategy=cfg.deploy_strategy) for n, v in out.items()}
-        lat = compact_and_measure(deployed, example, repeats=cfg.latency_repeats, blocks=cfg.latency_blocks)
+        lat = compact_and_measure(deployed, example, repeats=cfg.latency_repeats, blocks=cfg.latency_blocks,
+                                  compact=False)  # measured as deployed: compacting again would re-export them
         for n, v in lat.items():
             out[n]["deploy_latency_ms"] = v["latency_ms"]
             out[n]["deploy_speedup"] = lat["dense"]["latency_ms"] / max(v["latency_ms"], 1e-12)
