@@ -129,3 +129,5 @@ def test_deployed_models_are_timed_as_deployed_not_compacted_again(monkeypatch) 
     out = measure_all({"dense": dense, "sparse": sparse}, torch.randn(4, 1, 8, 8), cfg)
     assert seen == [True, False]  # eager rows compacted once; deployed rows timed as they are
     assert out["sparse"]["deploy_speedup"] > 0
+    assert measure.compact_and_measure({"s": sparse}, torch.randn(4, 1, 8, 8), repeats=1, blocks=1,
+                                       compact=False)["s"]["model"] is sparse

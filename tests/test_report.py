@@ -159,3 +159,27 @@ def test_index_leads_with_the_leaderboard_plot(tmp_path):
     assert html.index("compare_lead.png") < html.index("<div class='grid'>") and "wgsef_filter" in html[lead:]
     no_lead = write_index(tmp_path, rows[:1], preset="smoke").read_text()
     assert "<section class='lead'>" not in no_lead  # without a compare run the index is the gallery alone
+    failed = write_index(tmp_path, [rows[0], {**rows[1], "ok": False, "error": "boom"}], preset="smoke").read_text()
+    assert "<section class='lead'>" not in failed and "boom" in failed
+    no_report = write_index(tmp_path, [{**rows[1], "report": False}], preset="smoke").read_text()
+    lead_html = no_report[no_report.index("<section class='lead'>"):no_report.index("<div class='grid'>")]
+    assert "compare/report.html" not in lead_html  # no link to a report that was not written
+
+
+def test_index_entry_makes_a_full_width_lead_image(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from sparseforge.report.html import index_entry
+
+    run = Run(tmp_path / "compare")
+    run.save_config({"recipe": "compare", "preset": "smoke"})
+    run.save_summary({"acc/dense": 0.9})
+    fig, ax = plt.subplots(figsize=(14, 5), dpi=100)
+    ax.plot([0, 1], [0, 1])
+    run.save_figure(fig, "pareto", "accuracy vs speed-up")
+    row = index_entry(tmp_path, "compare", ok=True)
+    assert row["lead_image"] == "thumbs/compare_lead.png" and (tmp_path / row["lead_image"]).exists()
+    assert (tmp_path / row["thumb"]).stat().st_size < (tmp_path / row["lead_image"]).stat().st_size

@@ -222,7 +222,8 @@ def measure_all(models: dict[str, torch.nn.Module], example: torch.Tensor, cfg: 
             from ..deployment import deploy
         except ImportError:
             return out
-        deployed = {n: deploy(v["model"], example, strategy=cfg.deploy_strategy) for n, v in out.items()}
+        deployed = {n: deploy(v["model"], example, strategy=cfg.deploy_strategy, compact=v["model"] is models[n])
+                    for n, v in out.items()}  # already compacted models are not exported a second time
         lat = compact_and_measure(deployed, example, repeats=cfg.latency_repeats, blocks=cfg.latency_blocks,
                                   compact=False)  # measured as deployed: compacting again would re-export them
         for n, v in lat.items():

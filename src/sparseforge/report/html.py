@@ -507,12 +507,14 @@ def _index_lead(r: dict[str, Any] | None) -> str:
     link = f"{name}/report.html"
     cls, label = _mark(r.get("goal"))
     img = r.get("lead_image") or r.get("thumb")
-    pic = (f"<a href='{link}'><img class='leadimg' src='{_esc(img)}' alt='{_esc(r.get('thumb_alt', name))}'></a>"
-           if img else "")
+    pic = f"<img class='leadimg' src='{_esc(img)}' alt='{_esc(r.get('thumb_alt', r['name']))}'>" if img else ""
+    if pic and r.get("report"):
+        pic = f"<a href='{link}'>{pic}</a>"
+    title = f"<a href='{link}'>{name}</a>" if r.get("report") else name
     goal = r.get("goal") or {}
     items = "".join(f"<li><code>{_esc(k)}</code>: {_fmt(v)}</li>" for k, v in (r.get("headline") or {}).items())
     return (
-        f"<section class='lead'><h2><a href='{link}'>{name}</a> — the leaderboard"
+        f"<section class='lead'><h2>{title} — the leaderboard"
         f"<span class='mark {cls}'>{label}</span></h2>"
         + (f"<p>{_esc(r.get('claim', ''))}</p>" if r.get("claim") else "")
         + (f"<p class='meta'>goal: {_esc(goal['text'])}</p>" if goal.get("text") else "")
