@@ -112,7 +112,8 @@ class BayesLayer(nn.Module):
 
     # --- forward -----------------------------------------------------------------------------
     def _linear_op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """The layer's linear map with weights ``w`` (a subclass hook: ``F.linear`` / ``F.conv2d``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _linear_op (see BayesLinear, BayesConv2d)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = self._linear_op(x, self.mu * self.mask, self.bias)

@@ -54,7 +54,7 @@ class Handler:
 
     def analyze(self, a: Analysis, node: fx.Node) -> Any:
         """Return the output mirror (or tuple of mirrors); record joins, pins, votes, constraints."""
-        raise NotImplementedError
+        raise NotImplementedError(f"handler {type(self).__name__} must define analyze (every registered op has one)")
 
     def rebuild(self, r: Any, node: fx.Node) -> Any:
         """Emit ``node`` into the compacted graph; the default copies it with mapped arguments."""

@@ -178,7 +178,8 @@ class ParticleSimulator(nn.Module):
         return self.decoder(h)
 
     def process(self, h: Tensor, e: Tensor, edge_index: Tensor, pos: Tensor, batch: Tensor | None) -> Tensor:
-        raise NotImplementedError
+        """The processor between encoder and decoder (a subclass hook: GNS message passing, GIOROM's operator)."""
+        raise NotImplementedError(f"{type(self).__name__} must define process (see GNS, GIOROM)")
 
     def acceleration(self, normalized: Tensor) -> Tensor:
         """De-normalise: a = a^ sqrt(std^2 + sigma^2) + mean."""
